@@ -1,0 +1,216 @@
+//! Running instances of the real `microservice` binary: spawned on port 0,
+//! found through the `listening` line they log, stopped with SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+/// How long an instance may take to log that it listens.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What one instance gets in its environment. The parent's environment is
+/// not inherited, so a developer's OTEL_* variables cannot leak into a test.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceConfig {
+    pub env: Vec<(String, String)>,
+}
+
+impl InstanceConfig {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn envs(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.env.extend(vars);
+        self
+    }
+}
+
+type Lines = Arc<Mutex<Vec<String>>>;
+
+pub struct Instance {
+    child: Child,
+    pid: u32,
+    url: String,
+    stdout: Lines,
+    stderr: Lines,
+}
+
+impl Instance {
+    /// Starts `binary` with `config` (plus HTTP_PORT=0 unless set) and waits
+    /// until it listens.
+    pub async fn spawn(binary: &Path, config: &InstanceConfig) -> anyhow::Result<Self> {
+        let mut command = Command::new(binary);
+        command
+            .env_clear()
+            .env("HTTP_HOST", "127.0.0.1")
+            .env("HTTP_PORT", "0")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .envs(config.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id().context("the instance exited at once")?;
+        let (stdout, stderr): (Lines, Lines) = (Arc::default(), Arc::default());
+        let (listening_tx, listening_rx) = oneshot::channel();
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(collect(out, stdout.clone(), Some(listening_tx)));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(collect(err, stderr.clone(), None));
+        }
+        let url = tokio::select! {
+            url = listening_rx => url.ok(),
+            status = child.wait() => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                bail!("the instance exited with {:?} before listening: {}", status.ok(), lines(&stderr).join("\n"))
+            }
+            () = tokio::time::sleep(START_TIMEOUT) => None,
+        };
+        let Some(url) = url else {
+            bail!(
+                "the instance did not log `listening` within {START_TIMEOUT:?}: {}",
+                lines(&stdout).join("\n")
+            );
+        };
+        Ok(Self {
+            child,
+            pid,
+            url,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>/`
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn stdout(&self) -> Vec<String> {
+        lines(&self.stdout)
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        lines(&self.stderr)
+    }
+
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM).context("sending SIGTERM")
+    }
+
+    /// Waits for the process to exit; `None` when `timeout` passed first.
+    pub async fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid)
+    }
+}
+
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+fn lines(lines: &Lines) -> Vec<String> {
+    lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Keeps every line; reports the URL of the first `listening` line.
+async fn collect(
+    stream: impl AsyncRead + Unpin,
+    into: Lines,
+    mut listening: Option<oneshot::Sender<String>>,
+) {
+    let mut reader = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = reader.next_line().await {
+        if let Some(url) = listening_url(&line) {
+            if let Some(sender) = listening.take() {
+                let _ = sender.send(url);
+            }
+        }
+        into.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+}
+
+/// The `url=` of a `listening` log line, text or JSON.
+fn listening_url(line: &str) -> Option<String> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let start = line.find("http://")?;
+    let url: String = line[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"')
+        .collect();
+    Some(url)
+}
+
+/// Where `cargo build --release` puts the service next to this binary.
+pub fn sibling_binary(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.join(name);
+    candidate.exists().then_some(candidate)
+}
+
+/// A loopback address nothing listens on (bound once, then released).
+pub fn unused_local_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 9)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_url;
+
+    #[test]
+    fn finds_the_url_in_text_and_json_lines() {
+        assert_eq!(
+            listening_url(
+                "2026 INFO microservice::startup: listening url=http://127.0.0.1:4242/ service=a"
+            )
+            .as_deref(),
+            Some("http://127.0.0.1:4242/")
+        );
+        assert_eq!(
+            listening_url(r#"{"message":"listening","url":"http://127.0.0.1:4242/"}"#).as_deref(),
+            Some("http://127.0.0.1:4242/")
+        );
+        assert_eq!(
+            listening_url("INFO poem::server: listening addr=socket://127.0.0.1:1"),
+            None
+        );
+    }
+}

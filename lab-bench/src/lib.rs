@@ -1,0 +1,7 @@
+//! The lab's harness: an OTLP receiver, real instances of the service, chains
+//! of them, and the benchmark built on those. The service's integration tests
+//! use the same pieces.
+
+pub mod chain;
+pub mod instance;
+pub mod receiver;

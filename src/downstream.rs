@@ -1,0 +1,304 @@
+//! Calls to the next hop(s): the traced HTTP client, fan-out in sequence or
+//! in parallel, and what a failure means for this hop's answer.
+
+use std::error::Error as StdError;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use reqwest::header::{ACCEPT, HeaderValue};
+use reqwest::{Method, StatusCode};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_tracing::{SpanBackendWithUrl, TracingMiddleware};
+use url::Url;
+
+use crate::configuration::{CallMethod, CallMode, Settings};
+use crate::hop::HopReport;
+
+/// How many hops a request has passed; absent on a request from outside the chain.
+pub const HOPS_HEADER: &str = "x-chain-hops";
+/// Marks an answer as a part rendered by a hop of the chain (value: its service name).
+pub const PART_HEADER: &str = "x-chain-part";
+
+/// A next hop's answer beyond this is cut off: a misconfigured URL must not
+/// make this hop buffer a whole website.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+/// What the chain answers with, chosen by the entry hop's `Accept` and passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Html,
+    Json,
+}
+
+impl Format {
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        match accept {
+            Some(accept) if accept.contains("application/json") => Format::Json,
+            _ => Format::Html,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Html => "text/html; charset=utf-8",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Refused, unreachable, broken answer or non-2xx status: 502.
+    BadGateway,
+    /// No answer within EXTERNAL_CALL_TIMEOUT: 504.
+    Timeout,
+}
+
+#[derive(Debug, Clone)]
+pub struct CallFailure {
+    pub kind: FailureKind,
+    /// Names the URL and the reason.
+    pub message: String,
+}
+
+/// What the next hop sent back.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// An HTML part rendered by a hop of the chain.
+    Part(String),
+    /// A hop's JSON report.
+    Report(Box<HopReport>),
+    /// Something that is not from a hop of the chain, shown as text.
+    Foreign(String),
+    Nothing,
+}
+
+#[derive(Debug, Clone)]
+pub struct CallOutcome {
+    pub url: Url,
+    pub method: Method,
+    pub status: Option<StatusCode>,
+    pub duration: Duration,
+    pub failure: Option<CallFailure>,
+    pub answer: Answer,
+}
+
+pub struct Downstream {
+    client: ClientWithMiddleware,
+    urls: Vec<Url>,
+    mode: CallMode,
+    method: Method,
+    timeout: Duration,
+}
+
+impl Downstream {
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.call_timeout())
+            .user_agent(concat!("microservice/", env!("CARGO_PKG_VERSION")))
+            // The next hop is configured, never a proxy's business.
+            .no_proxy()
+            .build()?;
+        Ok(Self {
+            client: ClientBuilder::new(client)
+                .with(TracingMiddleware::<SpanBackendWithUrl>::new())
+                .build(),
+            urls: settings.external_call_url.0.clone(),
+            mode: settings.external_call_mode,
+            method: match settings.external_call_method {
+                CallMethod::Get => Method::GET,
+                CallMethod::Post => Method::POST,
+            },
+            timeout: settings.call_timeout(),
+        })
+    }
+
+    /// Calls every next hop; `hops` is how many hops the request will have
+    /// passed when it arrives there.
+    pub async fn call_all(&self, hops: u32, format: Format) -> Vec<CallOutcome> {
+        match self.mode {
+            CallMode::Parallel => {
+                join_all(self.urls.iter().map(|url| self.call(url, hops, format))).await
+            }
+            CallMode::Sequential => {
+                let mut outcomes = Vec::with_capacity(self.urls.len());
+                for url in &self.urls {
+                    outcomes.push(self.call(url, hops, format).await);
+                }
+                outcomes
+            }
+        }
+    }
+
+    async fn call(&self, url: &Url, hops: u32, format: Format) -> CallOutcome {
+        let started = Instant::now();
+        let mut outcome = CallOutcome {
+            url: url.clone(),
+            method: self.method.clone(),
+            status: None,
+            duration: Duration::ZERO,
+            failure: None,
+            answer: Answer::Nothing,
+        };
+        let sent = self
+            .client
+            .request(self.method.clone(), url.clone())
+            .header(HOPS_HEADER, hops)
+            .header(ACCEPT, HeaderValue::from_static(format.content_type()))
+            .send()
+            .await;
+        let result = match sent {
+            Ok(response) => {
+                let status = response.status();
+                outcome.status = Some(status);
+                let from_chain = response.headers().contains_key(PART_HEADER);
+                read_answer(response)
+                    .await
+                    .map(|body| (status, from_chain, body))
+                    .map_err(|error| self.failure(url, &error))
+            }
+            Err(error) => Err(self.failure(url, root_cause(&error))),
+        };
+        outcome.duration = started.elapsed();
+        match result {
+            Ok((status, from_chain, body)) => {
+                outcome.answer = interpret(format, from_chain, body);
+                if !status.is_success() {
+                    outcome.failure = Some(CallFailure {
+                        kind: FailureKind::BadGateway,
+                        message: format!("{} {url} answered {status}", self.method),
+                    });
+                } else if matches!(outcome.answer, Answer::Foreign(_)) && format == Format::Json {
+                    outcome.failure = Some(CallFailure {
+                        kind: FailureKind::BadGateway,
+                        message: format!("{} {url} did not answer with a hop report", self.method),
+                    });
+                }
+            }
+            Err(failure) => outcome.failure = Some(failure),
+        }
+        outcome
+    }
+
+    fn failure(&self, url: &Url, error: &(dyn StdError + 'static)) -> CallFailure {
+        if is_timeout(error) {
+            CallFailure {
+                kind: FailureKind::Timeout,
+                message: format!(
+                    "{} {url} timed out after {} ms",
+                    self.method,
+                    self.timeout.as_millis()
+                ),
+            }
+        } else {
+            CallFailure {
+                kind: FailureKind::BadGateway,
+                message: format!("{} {url} failed: {}", self.method, describe(error)),
+            }
+        }
+    }
+}
+
+/// The error itself: the middleware's error type hides it behind its causes.
+fn root_cause(error: &reqwest_middleware::Error) -> &(dyn StdError + 'static) {
+    match error {
+        reqwest_middleware::Error::Reqwest(error) => error,
+        reqwest_middleware::Error::Middleware(error) => error.as_ref(),
+    }
+}
+
+/// Reads the body, refusing more than [`MAX_ANSWER_BYTES`].
+async fn read_answer(mut response: reqwest::Response) -> Result<String, AnswerError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(AnswerError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AnswerError {
+    #[error("reading the answer: {0}")]
+    Read(#[from] reqwest::Error),
+    #[error("the answer is larger than {} MiB", MAX_ANSWER_BYTES >> 20)]
+    TooLarge,
+}
+
+fn interpret(format: Format, from_chain: bool, body: String) -> Answer {
+    match (from_chain, format) {
+        (_, _) if body.is_empty() => Answer::Nothing,
+        (true, Format::Html) => Answer::Part(body),
+        (true, Format::Json) => match serde_json::from_str::<HopReport>(&body) {
+            Ok(report) => Answer::Report(Box::new(report)),
+            Err(_) => Answer::Foreign(body),
+        },
+        (false, _) => Answer::Foreign(body),
+    }
+}
+
+fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// The error and its causes, without repeating the URL reqwest puts in front.
+fn describe(error: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(error);
+    while let Some(error) = current {
+        let text = match error.downcast_ref::<reqwest::Error>() {
+            Some(reqwest_error) if reqwest_error.url().is_some() => {
+                error_without_url(reqwest_error)
+            }
+            _ => error.to_string(),
+        };
+        if !parts.iter().any(|seen| seen.contains(&text)) {
+            parts.push(text);
+        }
+        current = error.source();
+    }
+    parts.join(": ")
+}
+
+fn error_without_url(error: &reqwest::Error) -> String {
+    let text = error.to_string();
+    match error.url() {
+        Some(url) => text.replace(&format!(" for url ({url})"), ""),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_chosen_only_when_asked_for() {
+        assert_eq!(Format::from_accept(None), Format::Html);
+        assert_eq!(
+            Format::from_accept(Some("text/html,*/*;q=0.8")),
+            Format::Html
+        );
+        assert_eq!(Format::from_accept(Some("application/json")), Format::Json);
+    }
+
+    #[test]
+    fn answers_from_outside_the_chain_are_never_trusted_as_html() {
+        let answer = interpret(Format::Html, false, "<script>x</script>".into());
+        assert!(matches!(answer, Answer::Foreign(_)));
+        let answer = interpret(Format::Html, true, "<section></section>".into());
+        assert!(matches!(answer, Answer::Part(_)));
+    }
+}

@@ -1,0 +1,16 @@
+//! One hop of a traced microservice chain.
+//!
+//! A request to `/` waits the configured time ([`delay`]), calls the next
+//! hop(s) ([`downstream`]), renders this hop's part ([`templates`]) and
+//! answers with the whole chain below it; every step is a span
+//! ([`telemetry`]) exported over OTLP.
+
+pub mod configuration;
+pub mod delay;
+pub mod downstream;
+pub mod hop;
+pub mod routes;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;
+pub mod templates;

@@ -1,0 +1,25 @@
+//! The HTTP surface: the chain at `/`, probes beside it.
+
+mod chain;
+mod health;
+
+use std::sync::Arc;
+
+use poem::{Endpoint, EndpointExt as _, Route, get};
+
+use crate::startup::AppState;
+use crate::telemetry::server_span;
+
+pub fn router(state: Arc<AppState>) -> impl Endpoint {
+    Route::new()
+        .at(
+            "/",
+            get(chain::chain)
+                .post(chain::chain)
+                .around(|next, request| server_span(next, request, "/")),
+        )
+        // Probes stay untraced: they would bury the chain's traces.
+        .at("/healthz", get(health::healthz))
+        .at("/readyz", get(health::readyz))
+        .data(state)
+}

@@ -1,0 +1,123 @@
+//! The SERVER span of each incoming request: continues the caller's trace,
+//! carries the HTTP semantic-convention attributes, turns ERROR on 5xx and
+//! answers with a `traceresponse` header.
+
+use std::sync::Arc;
+
+use opentelemetry::global;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _};
+use opentelemetry_http::HeaderExtractor;
+use poem::http::HeaderValue;
+use poem::http::header::{HOST, USER_AGENT};
+use poem::http::uri::Authority;
+use poem::{Endpoint, IntoResponse, Request, Response};
+use tracing::Instrument as _;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// Why a handler answered 5xx: becomes the server span's `error.type` and
+/// status message.
+#[derive(Debug, Clone)]
+pub struct FailureReason {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// Wraps `next` (mounted at `route`) in a SERVER span.
+pub async fn server_span<E: Endpoint>(
+    next: Arc<E>,
+    request: Request,
+    route: &'static str,
+) -> poem::Result<Response> {
+    let parent = global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(request.headers()))
+    });
+    let method = request.method().as_str().to_owned();
+    let (server_address, server_port) = server_address(&request);
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route,
+        url.path = request.uri().path(),
+        url.scheme = "http",
+        server.address = server_address,
+        server.port = server_port,
+        client.address = request.remote_addr().as_socket_addr().map(|a| a.ip().to_string()),
+        user_agent.original = request.header(USER_AGENT),
+        network.protocol.version = http_version(&request),
+        http.response.status_code = Empty,
+        error.type = Empty,
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+    );
+    // Fails only for a span no subscriber records; it then has no context to
+    // continue anyway. It must come first: the OpenTelemetry span is built on
+    // the first use of its context.
+    let _ = span.set_parent(parent);
+    let span_context = span.context().span().span_context().clone();
+
+    let mut response = match next.call(request).instrument(span.clone()).await {
+        Ok(response) => response.into_response(),
+        Err(error) => error.into_response(),
+    };
+
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        let reason = response.extensions().get::<FailureReason>();
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", reason.map_or(status.as_str(), |r| r.kind));
+        if let Some(reason) = reason {
+            span.record("otel.status_description", reason.message.as_str());
+        }
+    }
+    if let Some(value) = trace_response_header(&span_context) {
+        response.headers_mut().insert("traceresponse", value);
+    }
+    Ok(response)
+}
+
+/// W3C Trace Context Level 2 `traceresponse`: this hop's trace and span id.
+pub fn trace_response_header(context: &SpanContext) -> Option<HeaderValue> {
+    if !context.is_valid() {
+        return None;
+    }
+    let value = format!(
+        "00-{}-{}-{:02x}",
+        context.trace_id(),
+        context.span_id(),
+        context.trace_flags().to_u8()
+    );
+    HeaderValue::from_str(&value).ok()
+}
+
+/// `server.address`/`server.port` as the client addressed them (Host header),
+/// else the socket the request came in on.
+fn server_address(request: &Request) -> (String, Option<u16>) {
+    let local = request.local_addr().as_socket_addr().copied();
+    match request
+        .header(HOST)
+        .and_then(|host| host.parse::<Authority>().ok())
+    {
+        Some(authority) => (
+            authority.host().to_string(),
+            authority.port_u16().or(Some(80)),
+        ),
+        None => (
+            local.map(|a| a.ip().to_string()).unwrap_or_default(),
+            local.map(|a| a.port()),
+        ),
+    }
+}
+
+fn http_version(request: &Request) -> &'static str {
+    match request.version() {
+        poem::http::Version::HTTP_09 => "0.9",
+        poem::http::Version::HTTP_10 => "1.0",
+        poem::http::Version::HTTP_2 => "2",
+        poem::http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}

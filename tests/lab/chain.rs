@@ -1,0 +1,219 @@
+//! What a client of the chain sees: the page, the JSON, the trace header.
+
+use lab_bench::instance::{Instance, InstanceConfig};
+
+use crate::common::*;
+
+/// `(data-service, depth)` of every hop part, in document order.
+fn hop_parts(html: &str) -> Vec<(String, usize)> {
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let document = roxmltree::Document::parse_with_options(html, options)
+        .unwrap_or_else(|e| panic!("the page is not well-formed: {e}\n{html}"));
+    let is_hop = |node: &roxmltree::Node| {
+        node.attribute("class")
+            .is_some_and(|class| class.split_whitespace().any(|c| c == "hop"))
+    };
+    document
+        .descendants()
+        .filter(is_hop)
+        .map(|node| {
+            let depth = node.ancestors().filter(is_hop).count() - 1;
+            let service = node.attribute("data-service").unwrap_or_default();
+            (service.to_string(), depth)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn three_hops_answer_with_one_well_formed_page_of_nested_parts() {
+    let receiver = grpc_receiver();
+    let chain = three_hops(&receiver).await;
+
+    let answer = get(chain.entry().url(), &[]).await;
+
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.headers["content-type"], "text/html; charset=utf-8");
+    assert!(answer.body.starts_with("<!DOCTYPE html>"));
+    assert_eq!(
+        hop_parts(&answer.body),
+        vec![
+            ("ms-1".to_string(), 0),
+            ("ms-2".to_string(), 1),
+            ("ms-3".to_string(), 2)
+        ]
+    );
+    let (trace_id, _) = answer.trace_response();
+    assert!(
+        answer.body.contains(&trace_id),
+        "the page shows the trace id"
+    );
+    assert_eq!(
+        answer.body.matches("<html").count(),
+        1,
+        "one page, not three"
+    );
+}
+
+#[tokio::test]
+async fn three_hops_answer_as_json_when_asked() {
+    let receiver = grpc_receiver();
+    let chain = three_hops(&receiver).await;
+
+    let answer = get_json(chain.entry().url()).await;
+
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.headers["content-type"], "application/json");
+    let (trace_id, server_span_id) = answer.trace_response();
+    let mut hop = answer.json();
+    assert_eq!(hop["span_id"], server_span_id.as_str());
+    for (i, delay) in DELAYS.iter().enumerate() {
+        assert_eq!(hop["service"], format!("ms-{}", i + 1));
+        assert_eq!(hop["title"], format!("ms-{}", i + 1));
+        assert_eq!(hop["status"], 200);
+        assert_eq!(hop["error"], serde_json::Value::Null);
+        assert_eq!(hop["trace_id"], trace_id.as_str());
+        assert_eq!(hop["response_time_ms"], *delay);
+        assert!(hop["duration_ms"].as_f64().unwrap() >= *delay as f64);
+        assert_eq!(hop["span_id"].as_str().unwrap().len(), 16);
+        let downstream = hop["downstream"].as_array().unwrap().clone();
+        if i == 2 {
+            assert!(downstream.is_empty());
+            break;
+        }
+        assert_eq!(downstream.len(), 1);
+        assert_eq!(downstream[0]["url"], chain.hops[i + 1].url());
+        assert_eq!(downstream[0]["status"], 200);
+        hop = downstream[0]["hop"].clone();
+    }
+}
+
+#[tokio::test]
+async fn an_incoming_traceparent_is_continued() {
+    let receiver = grpc_receiver();
+    let chain = three_hops(&receiver).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    let answer = get(
+        chain.entry().url(),
+        &[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )],
+    )
+    .await;
+
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.trace_response().0, trace_id);
+    let tree = Tree::new(trace_spans(&receiver, trace_id, 15).await);
+    assert_eq!(tree.one("ms-1", "GET /").parent_id(), "00f067aa0ba902b7");
+    assert!(tree.spans.iter().all(|s| s.trace_id() == trace_id));
+}
+
+#[tokio::test]
+async fn a_malformed_traceparent_starts_a_new_trace() {
+    let receiver = grpc_receiver();
+    let chain = three_hops(&receiver).await;
+
+    for malformed in [
+        "00-zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "garbage",
+    ] {
+        let answer = get(chain.entry().url(), &[("traceparent", malformed)]).await;
+        assert_eq!(answer.status, 200, "traceparent {malformed}");
+        let (trace_id, server_span_id) = answer.trace_response();
+        assert_ne!(trace_id, "0".repeat(32));
+        let tree = Tree::new(trace_spans(&receiver, &trace_id, 15).await);
+        let root = tree.one("ms-1", "GET /");
+        assert_eq!(root.span_id(), server_span_id);
+        assert_eq!(root.parent_id(), "", "a new trace has a root span");
+    }
+}
+
+#[tokio::test]
+async fn configured_values_are_escaped_in_html() {
+    let receiver = grpc_receiver();
+    let config = common(&receiver)
+        .env("TITLE", "<script>alert('title')</script>")
+        .env("OTEL_SERVICE_NAME", "svc\"><b>bold</b>")
+        .env(
+            "TRACE_LINK",
+            "http://grafana.test/explore?a=1&trace=\"{trace_id}\"",
+        );
+    let instance = Instance::spawn(binary(), &config).await.unwrap();
+
+    let answer = get(instance.url(), &[]).await;
+
+    assert_eq!(answer.status, 200);
+    assert!(!answer.body.contains("<script>"), "{}", answer.body);
+    assert!(!answer.body.contains("<b>"), "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .contains("&lt;script&gt;alert(&#x27;title&#x27;)&lt;&#x2f;script&gt;")
+    );
+    assert!(answer.body.contains("a=1&amp;trace=&quot;"));
+    // Still a well-formed page with one part.
+    assert_eq!(hop_parts(&answer.body).len(), 1);
+    // JSON carries the values as they are.
+    let json = get_json(instance.url()).await.json();
+    assert_eq!(json["title"], "<script>alert('title')</script>");
+}
+
+#[tokio::test]
+async fn the_trace_link_points_at_the_trace() {
+    let receiver = grpc_receiver();
+    let config = common(&receiver).env("TRACE_LINK", "http://grafana.test/trace/{trace_id}");
+    let instance = Instance::spawn(binary(), &config).await.unwrap();
+
+    let answer = get(instance.url(), &[]).await;
+
+    let (trace_id, _) = answer.trace_response();
+    let link = format!("href=\"http:&#x2f;&#x2f;grafana.test&#x2f;trace&#x2f;{trace_id}\"");
+    assert!(answer.body.contains(&link), "{}", answer.body);
+}
+
+#[tokio::test]
+async fn probes_answer_and_readiness_follows_the_templates() {
+    let templates = tempdir_with_templates();
+    let receiver = grpc_receiver();
+    let config = InstanceConfig::new()
+        .envs(receiver.env())
+        .env("TEMPLATES_DIR", templates.to_str().unwrap());
+    let instance = Instance::spawn(binary(), &config).await.unwrap();
+    let base = instance.url().trim_end_matches('/').to_string();
+
+    assert_eq!(get(&format!("{base}/healthz"), &[]).await.status, 200);
+    assert_eq!(get(&format!("{base}/readyz"), &[]).await.status, 200);
+
+    std::fs::write(templates.join("part.html"), "{% if %}").unwrap();
+    let not_ready = get(&format!("{base}/readyz"), &[]).await;
+    assert_eq!(not_ready.status, 503);
+    assert!(not_ready.body.contains("part.html"), "{}", not_ready.body);
+    // The page cannot be rendered either: a 500 that says why.
+    let broken = get(instance.url(), &[]).await;
+    assert_eq!(broken.status, 500);
+    assert!(broken.body.contains("part.html"), "{}", broken.body);
+    std::fs::remove_dir_all(&templates).unwrap();
+}
+
+/// A copy of the templates that a test may break.
+pub fn tempdir_with_templates() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "microservice-templates-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["page.html", "part.html"] {
+        std::fs::copy(
+            std::path::Path::new(templates_dir()).join(name),
+            dir.join(name),
+        )
+        .unwrap();
+    }
+    dir
+}

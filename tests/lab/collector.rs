@@ -1,0 +1,233 @@
+//! The collector's troubles are never the request's: no collector, a hung
+//! one, a restarted one; and shutdown still delivers the last spans.
+
+use std::time::{Duration, Instant};
+
+use lab_bench::instance::{Instance, InstanceConfig};
+use lab_bench::receiver::{OtlpReceiver, Protocol};
+
+use crate::common::*;
+
+fn without_collector(addr: std::net::SocketAddr, protocol: Protocol) -> InstanceConfig {
+    InstanceConfig::new()
+        .env("TEMPLATES_DIR", templates_dir())
+        .env("OTEL_SERVICE_NAME", "lonely")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.env_value())
+}
+
+fn count(lines: &[String], needle: &str) -> usize {
+    lines.iter().filter(|line| line.contains(needle)).count()
+}
+
+#[tokio::test]
+async fn without_a_collector_requests_succeed_and_the_outage_is_logged_once() {
+    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+        let collector = lab_bench::instance::unused_local_addr();
+        let instance = Instance::spawn(binary(), &without_collector(collector, protocol))
+            .await
+            .unwrap();
+
+        // Several export batches (one per 100 ms) fail while requests go on.
+        for _ in 0..5 {
+            assert_eq!(get(instance.url(), &[]).await.status, 200);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        assert_eq!(
+            count(&instance.stdout(), "span export failed"),
+            1,
+            "{:#?}",
+            instance.stdout()
+        );
+        assert_eq!(
+            count(&instance.stdout(), "ERROR"),
+            0,
+            "{:#?}",
+            instance.stdout()
+        );
+
+        // The collector comes up where it was expected: spans flow again.
+        let receiver = OtlpReceiver::start_at(protocol, collector).unwrap();
+        let answer = get(instance.url(), &[]).await;
+        let (trace_id, _) = answer.trace_response();
+        trace_spans(&receiver, &trace_id, 4).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            count(&instance.stdout(), "span export recovered"),
+            1,
+            "{:#?}",
+            instance.stdout()
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_right_after_a_request_still_delivers_its_spans() {
+    let receiver = grpc_receiver();
+    // Only the shutdown flush can deliver within this test.
+    let config = common(&receiver).env("OTEL_BSP_SCHEDULE_DELAY", "60000");
+    let mut instance = Instance::spawn(binary(), &config).await.unwrap();
+
+    let answer = get(instance.url(), &[]).await;
+    instance.terminate().unwrap();
+    let status = instance
+        .wait(Duration::from_secs(10))
+        .await
+        .expect("it exits");
+
+    assert!(status.success(), "{status:?}");
+    let (trace_id, _) = answer.trace_response();
+    assert_eq!(
+        receiver
+            .spans()
+            .iter()
+            .filter(|s| s.trace_id() == trace_id)
+            .count(),
+        4,
+        "server, two template loads and the render"
+    );
+}
+
+#[tokio::test]
+async fn requests_in_flight_finish_after_sigterm() {
+    let receiver = grpc_receiver();
+    let config = common(&receiver).env("RESPONSE_TIME", "700");
+    let mut instance = Instance::spawn(binary(), &config).await.unwrap();
+
+    let url = instance.url().to_string();
+    let request = tokio::spawn(async move { get(&url, &[]).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    instance.terminate().unwrap();
+
+    let answer = request.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(
+        instance
+            .wait(Duration::from_secs(10))
+            .await
+            .expect("it exits")
+            .success()
+    );
+    let (trace_id, _) = answer.trace_response();
+    assert!(
+        receiver
+            .spans()
+            .iter()
+            .any(|s| s.trace_id() == trace_id && s.name() == "GET /")
+    );
+}
+
+#[tokio::test]
+async fn a_hung_collector_neither_slows_requests_nor_holds_shutdown() {
+    let receiver = grpc_receiver();
+    receiver.set_hang(true);
+    let mut instance = Instance::spawn(binary(), &common(&receiver)).await.unwrap();
+
+    for _ in 0..5 {
+        assert_eq!(get(instance.url(), &[]).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(
+        receiver.export_requests() >= 1,
+        "the exporter reached the collector"
+    );
+
+    let stopping = Instant::now();
+    instance.terminate().unwrap();
+    let status = instance
+        .wait(Duration::from_secs(15))
+        .await
+        .expect("it exits");
+    let took = stopping.elapsed();
+    assert!(status.success());
+    // Bounded by the service's own flush timeout, not the exporter's 10 s.
+    assert!(took < Duration::from_secs(8), "shutdown took {took:?}");
+}
+
+#[tokio::test]
+async fn both_otlp_protocols_deliver_spans() {
+    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+        let receiver = OtlpReceiver::start(protocol).unwrap();
+        let instance = Instance::spawn(binary(), &common(&receiver).envs(hop("proto", 1).env))
+            .await
+            .unwrap();
+
+        let answer = get(instance.url(), &[]).await;
+
+        let (trace_id, span_id) = answer.trace_response();
+        let spans = trace_spans(&receiver, &trace_id, 5).await;
+        let server = spans
+            .iter()
+            .find(|s| s.span_id() == span_id)
+            .expect("the server span");
+        assert_eq!(server.service, "proto", "{protocol:?}");
+    }
+}
+
+#[tokio::test]
+async fn sampled_out_requests_export_nothing_but_keep_the_trace_id() {
+    let receiver = grpc_receiver();
+    let config = common(&receiver).env("OTEL_TRACES_SAMPLER", "always_off");
+    let mut instance = Instance::spawn(binary(), &config).await.unwrap();
+
+    let answer = get(instance.url(), &[]).await;
+    assert_eq!(answer.status, 200);
+    let value = answer.headers["traceresponse"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(value.ends_with("-00"), "not sampled: {value}");
+    instance.terminate().unwrap();
+    instance.wait(Duration::from_secs(10)).await;
+    assert_eq!(receiver.span_count(), 0);
+}
+
+#[tokio::test]
+async fn with_the_sdk_disabled_the_chain_still_answers_and_passes_context_on() {
+    let receiver = grpc_receiver();
+    let config = common(&receiver).env("OTEL_SDK_DISABLED", "true");
+    let mut instance = Instance::spawn(binary(), &config).await.unwrap();
+
+    let answer = get(
+        instance.url(),
+        &[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )],
+    )
+    .await;
+
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
+    instance.terminate().unwrap();
+    instance.wait(Duration::from_secs(10)).await;
+    assert_eq!(receiver.span_count(), 0);
+}
+
+#[tokio::test]
+async fn the_console_exporter_prints_spans_on_stderr() {
+    let config = InstanceConfig::new()
+        .env("TEMPLATES_DIR", templates_dir())
+        .env("OTEL_SERVICE_NAME", "console")
+        .env("RESPONSE_TIME", "1")
+        .env("OTEL_TRACES_EXPORTER", "console");
+    let instance = Instance::spawn(binary(), &config).await.unwrap();
+
+    let answer = get(instance.url(), &[]).await;
+
+    let (trace_id, span_id) = answer.trace_response();
+    let server_line = format!("span={span_id}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !instance.stderr().iter().any(|l| l.contains(&server_line)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stderr = instance.stderr();
+    let line = stderr
+        .iter()
+        .find(|l| l.contains(&server_line))
+        .unwrap_or_else(|| panic!("no server span on stderr: {stderr:#?}"));
+    assert!(line.starts_with("span console Server \"GET /\""), "{line}");
+    assert!(line.contains(&format!("trace={trace_id}")));
+    assert!(line.contains("http.response.status_code=200"));
+    assert!(stderr.iter().any(|l| l.contains("\"simulated work\"")));
+}

@@ -1,0 +1,148 @@
+//! Bad settings stop start-up: exit code 2 and one line naming the variable
+//! and the value.
+
+use std::process::{Command, Output};
+
+use crate::chain::tempdir_with_templates;
+use crate::common::*;
+
+fn run(vars: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(binary())
+        .env_clear()
+        .env("TEMPLATES_DIR", templates_dir())
+        .env("HTTP_PORT", "0")
+        .envs(vars.iter().copied())
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+#[track_caller]
+fn assert_refused(variable: &str, value: &str) {
+    assert_refused_with(&[(variable, value)], variable, value);
+}
+
+#[track_caller]
+fn assert_refused_with(vars: &[(&str, &str)], variable: &str, value: &str) {
+    let output = run(vars, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{vars:?}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(variable),
+        "{vars:?} should name {variable}: {stderr}"
+    );
+    assert!(
+        stderr.contains(value),
+        "{vars:?} should show {value:?}: {stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "nothing started: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn bad_numbers_are_refused() {
+    assert_refused("RESPONSE_TIME", "abc");
+    assert_refused("RESPONSE_TIME", "-5");
+    assert_refused("RESPONSE_TIME", "1.5");
+    assert_refused("RESPONSE_TIME_JITTER", "x");
+    assert_refused("ERROR_RATE", "2");
+    assert_refused("ERROR_RATE", "-0.1");
+    assert_refused("ERROR_RATE", "often");
+    assert_refused("EXTERNAL_CALL_TIMEOUT", "0");
+    assert_refused("MAX_HOPS", "-1");
+    assert_refused("HTTP_PORT", "70000");
+    assert_refused("OTEL_TRACES_SAMPLER_ARG", "1.5");
+}
+
+#[test]
+fn bad_urls_are_refused() {
+    assert_refused("EXTERNAL_CALL_URL", "ftp://example.com/");
+    assert_refused("EXTERNAL_CALL_URL", "not a url");
+    assert_refused("EXTERNAL_CALL_URL", "http://ok.test/,gopher://no.test/");
+    assert_refused("EXTERNAL_CALL_URL", "https://needs-tls.test/");
+    assert_refused("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317");
+    assert_refused("TRACE_LINK", "http://grafana.test/explore");
+    assert_refused("TRACE_LINK", "javascript:alert({trace_id})");
+}
+
+#[test]
+fn bad_choices_are_refused() {
+    assert_refused("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon");
+    assert_refused("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json");
+    assert_refused("OTEL_TRACES_EXPORTER", "zipkin");
+    assert_refused("OTEL_TRACES_SAMPLER", "sometimes");
+    assert_refused("OTEL_SDK_DISABLED", "maybe");
+    assert_refused("EXTERNAL_CALL_MODE", "random");
+    assert_refused("EXTERNAL_CALL_METHOD", "DELETE");
+    assert_refused("LOG_FORMAT", "xml");
+    assert_refused_with(
+        &[("OTEL_TRACES_SAMPLER", "traceidratio")],
+        "OTEL_TRACES_SAMPLER_ARG",
+        "",
+    );
+}
+
+#[test]
+fn bad_templates_are_refused() {
+    assert_refused("TEMPLATES_DIR", "/nonexistent/templates");
+
+    let missing = tempdir_with_templates();
+    std::fs::remove_file(missing.join("part.html")).unwrap();
+    let dir = missing.to_str().unwrap();
+    assert_refused_with(&[("TEMPLATES_DIR", dir)], "TEMPLATES_DIR", "part.html");
+
+    let broken = tempdir_with_templates();
+    std::fs::write(broken.join("page.html"), "<p>{{ unclosed </p>").unwrap();
+    let dir = broken.to_str().unwrap();
+    assert_refused_with(&[("TEMPLATES_DIR", dir)], "TEMPLATES_DIR", "page.html");
+
+    for dir in [missing, broken] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+fn flags_work_like_variables() {
+    let output = run(&[], &["--response-time", "soon"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("RESPONSE_TIME"));
+}
+
+#[test]
+fn help_lists_every_variable_with_its_default() {
+    let output = run(&[], &["--help"]);
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for variable in [
+        "HTTP_HOST=",
+        "HTTP_PORT=",
+        "OTEL_SERVICE_NAME=",
+        "TITLE=",
+        "RESPONSE_TIME=",
+        "RESPONSE_TIME_JITTER=",
+        "EXTERNAL_CALL_URL=",
+        "EXTERNAL_CALL_MODE=",
+        "EXTERNAL_CALL_METHOD=",
+        "EXTERNAL_CALL_TIMEOUT=",
+        "ERROR_RATE=",
+        "MAX_HOPS=",
+        "TEMPLATES_DIR=",
+        "TRACE_LINK=",
+        "LOG_FORMAT=",
+        "OTEL_EXPORTER_OTLP_ENDPOINT=",
+        "OTEL_EXPORTER_OTLP_PROTOCOL=",
+        "OTEL_TRACES_SAMPLER=",
+        "OTEL_TRACES_EXPORTER=",
+        "OTEL_SDK_DISABLED=",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "OTEL_BSP_SCHEDULE_DELAY",
+    ] {
+        assert!(help.contains(variable), "--help lacks {variable}:\n{help}");
+    }
+    assert!(help.contains("[default: 8080]"));
+    assert!(help.contains("[default: 16]"));
+}

@@ -1,0 +1,12 @@
+//! Integration tests: real instances of the binary on port 0, a real OTLP
+//! receiver, real HTTP.
+
+mod common;
+
+mod chain;
+mod collector;
+mod configuration;
+mod failures;
+mod fan_out;
+mod logs;
+mod spans;
