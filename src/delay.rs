@@ -31,8 +31,65 @@ impl SimulatedWork {
             lab.response_time_jitter_ms = self.jitter_ms,
             lab.delay_ms = delay.as_millis() as u64,
         );
-        tokio::time::sleep(delay).instrument(span).await;
+        precise_sleep(delay).instrument(span).await;
         delay
+    }
+}
+
+/// Sleeps `duration` without tokio's millisecond rounding, which adds up to
+/// a millisecond per hop and so blurs the waterfall of a long chain.
+pub async fn precise_sleep(duration: Duration) {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = timerfd::sleep(duration).await {
+        tracing::debug!(%error, "timerfd unavailable; sleeping with tokio's timer");
+        tokio::time::sleep(duration).await;
+    }
+    #[cfg(not(target_os = "linux"))]
+    tokio::time::sleep(duration).await;
+}
+
+#[cfg(target_os = "linux")]
+mod timerfd {
+    use std::os::fd::{AsFd as _, AsRawFd, RawFd};
+    use std::time::Duration;
+
+    use nix::sys::time::TimeSpec;
+    use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
+
+    struct Timer(TimerFd);
+
+    impl AsRawFd for Timer {
+        fn as_raw_fd(&self) -> RawFd {
+            self.0.as_fd().as_raw_fd()
+        }
+    }
+
+    /// A one-shot CLOCK_MONOTONIC timerfd, awaited on tokio's reactor.
+    pub async fn sleep(duration: Duration) -> std::io::Result<()> {
+        if duration.is_zero() {
+            // A zero expiration would disarm the timer, never fire it.
+            return Ok(());
+        }
+        let flags = TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC;
+        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, flags)?;
+        timer.set(
+            Expiration::OneShot(TimeSpec::from_duration(duration)),
+            TimerSetTimeFlags::empty(),
+        )?;
+        // SAFETY: `Timer` owns the timerfd and hands out the same descriptor
+        // until it is dropped, which happens only with the AsyncFd.
+        let timer = unsafe { AsyncFd::register_with_interest(Timer(timer), Interest::READABLE) }
+            .map_err(|error| error.into_parts().1)?;
+        loop {
+            let mut ready = timer.readable().await?;
+            // Non-blocking read of the expiration count: WouldBlock until it fired.
+            match ready.try_io(|timer| timer.get_ref().0.wait().map_err(std::io::Error::from)) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
     }
 }
 
@@ -55,6 +112,16 @@ mod tests {
             jitter_ms: 0,
         };
         assert_eq!(fixed.pick_delay(), Duration::from_millis(40));
+    }
+
+    #[tokio::test]
+    async fn precise_sleep_lasts_at_least_its_duration() {
+        for millis in [0, 1, 7, 30] {
+            let wanted = Duration::from_millis(millis);
+            let started = std::time::Instant::now();
+            precise_sleep(wanted).await;
+            assert!(started.elapsed() >= wanted, "{millis} ms");
+        }
     }
 
     #[test]

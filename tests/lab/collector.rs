@@ -231,3 +231,44 @@ async fn the_console_exporter_prints_spans_on_stderr() {
     assert!(line.contains("http.response.status_code=200"));
     assert!(stderr.iter().any(|l| l.contains("\"simulated work\"")));
 }
+
+#[tokio::test]
+async fn the_standard_otel_variables_are_honoured() {
+    let receiver = OtlpReceiver::start(Protocol::HttpProtobuf).unwrap();
+    let config = InstanceConfig::new()
+        .env("TEMPLATES_DIR", templates_dir())
+        // The generic settings point nowhere; the traces-specific ones win.
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", dead_url())
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            format!("{}/v1/traces", receiver.endpoint()),
+        )
+        .env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment.name=lab,service.instance.id=fixed-1",
+        )
+        .env("OTEL_SERVICE_NAME", "standard");
+    let instance = Instance::spawn(binary(), &config).await.unwrap();
+
+    let answer = get(instance.url(), &[]).await;
+
+    let (trace_id, span_id) = answer.trace_response();
+    let spans = trace_spans(&receiver, &trace_id, 4).await;
+    let server = spans.iter().find(|s| s.span_id() == span_id).unwrap();
+    assert_eq!(
+        server.resource_attr("service.name").as_deref(),
+        Some("standard")
+    );
+    assert_eq!(
+        server
+            .resource_attr("deployment.environment.name")
+            .as_deref(),
+        Some("lab")
+    );
+    assert_eq!(
+        server.resource_attr("service.instance.id").as_deref(),
+        Some("fixed-1")
+    );
+}
