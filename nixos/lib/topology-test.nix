@@ -1,0 +1,280 @@
+# Eval tests of ./topology.nix, no nixpkgs needed:
+#   nix-instantiate --eval --strict nixos/lib/topology-test.nix
+# Evaluates to true, or throws naming the first failing case.
+let
+  topology = import ./topology.nix;
+
+  check =
+    name:
+    { actual, expected }:
+    if actual == expected then
+      true
+    else
+      throw ''
+        topology test `${name}` failed:
+          expected ${builtins.toJSON expected}
+          got      ${builtins.toJSON actual}
+      '';
+
+  default = topology.chain { hops = topology.defaultChain; };
+
+  # Four hops with fan-out: gateway calls catalog and pricing in parallel,
+  # pricing calls stock, catalog is a leaf.
+  fanOut = topology.chain {
+    hops = [
+      {
+        name = "gateway";
+        port = 9001;
+        calls = [
+          "catalog"
+          "pricing"
+        ];
+        callMode = "parallel";
+      }
+      {
+        name = "catalog";
+        port = 9002;
+        calls = [ ];
+      }
+      {
+        name = "pricing";
+        port = 9003;
+        errorRate = 1 / 20.0;
+      }
+      {
+        name = "stock";
+        port = 9004;
+        jitter = 20;
+        responseTime = 30;
+      }
+    ];
+    otlpProtocol = "grpc";
+    listenAddress = "127.0.0.1";
+    grafanaUrl = "http://grafana.example:3000";
+  };
+
+  broken = topology.chain {
+    hops = [
+      {
+        name = "a";
+        port = 3000;
+        calls = [
+          "a"
+          "ghost"
+        ];
+      }
+      {
+        name = "a";
+        port = 8081;
+      }
+      {
+        name = "b c";
+        port = 8081;
+      }
+    ];
+  };
+
+  # What the microservice module adds to a chain instance before building its environment.
+  environmentOf =
+    instance:
+    topology.instanceEnvironment (
+      instance
+      // {
+        serviceName = "microservice-x";
+        sampler = null;
+      }
+    );
+
+  link = topology.traceLink "http://localhost:3000";
+
+  cases = {
+    "default chain has no errors" = {
+      actual = default.errors;
+      expected = [ ];
+    };
+    "instances are named after the hops" = {
+      actual = builtins.attrNames default.instances;
+      expected = [
+        "1"
+        "2"
+        "3"
+      ];
+    };
+    "the entry hop listens on all interfaces" = {
+      actual = default.instances."1".host;
+      expected = "0.0.0.0";
+    };
+    "inner hops listen on loopback" = {
+      actual = default.instances."2".host;
+      expected = "127.0.0.1";
+    };
+    "a hop calls the next one" = {
+      actual = default.instances."1".externalCallUrls;
+      expected = [ "http://127.0.0.1:8081/" ];
+    };
+    "the last hop calls nobody" = {
+      actual = default.instances."3".externalCallUrls;
+      expected = [ ];
+    };
+    "spans go to the collector over http/protobuf" = {
+      actual = default.instances."1".otlpEndpoint;
+      expected = "http://127.0.0.1:4318";
+    };
+    "the summary names units" = {
+      actual = map (hop: hop.unit) default.summary.hops;
+      expected = [
+        "microservice-1.service"
+        "microservice-2.service"
+        "microservice-3.service"
+      ];
+    };
+    "the summary names callees by service name" = {
+      actual = map (hop: hop.calls) default.summary.hops;
+      expected = [
+        [ "microservice-2" ]
+        [ "microservice-3" ]
+        [ ]
+      ];
+    };
+    "only the first hop is the entry" = {
+      actual = map (hop: hop.entry) default.summary.hops;
+      expected = [
+        true
+        false
+        false
+      ];
+    };
+    "entry URL" = {
+      actual = default.summary.entryUrl;
+      expected = "http://localhost:8080/";
+    };
+
+    "fan-out has no errors" = {
+      actual = fanOut.errors;
+      expected = [ ];
+    };
+    "fan-out calls both callees" = {
+      actual = fanOut.instances.gateway.externalCallUrls;
+      expected = [
+        "http://127.0.0.1:9002/"
+        "http://127.0.0.1:9003/"
+      ];
+    };
+    "fan-out mode" = {
+      actual = fanOut.instances.gateway.externalCallMode;
+      expected = "parallel";
+    };
+    "an explicit leaf calls nobody" = {
+      actual = fanOut.instances.catalog.externalCallUrls;
+      expected = [ ];
+    };
+    "after a fan-out, a hop still calls the next one" = {
+      actual = fanOut.instances.pricing.externalCallUrls;
+      expected = [ "http://127.0.0.1:9004/" ];
+    };
+    "grpc export" = {
+      actual = fanOut.instances.stock.otlpEndpoint;
+      expected = "http://127.0.0.1:4317";
+    };
+    "listen address" = {
+      actual = fanOut.instances.gateway.host;
+      expected = "127.0.0.1";
+    };
+    "jitter" = {
+      actual = fanOut.instances.stock.responseTimeJitter;
+      expected = 20;
+    };
+
+    "errors of a broken chain" = {
+      actual = broken.errors;
+      expected = [
+        "services.tracing-lab.chain: hop name `a` is used more than once."
+        "services.tracing-lab.chain: hop name `b c` must match [A-Za-z0-9_-]+."
+        "services.tracing-lab.chain: port 8081 is used by more than one hop."
+        "services.tracing-lab.chain: port 3000 is taken by a lab backend."
+        "services.tracing-lab.chain: hop `a` calls unknown hop `ghost`."
+        "services.tracing-lab.chain: hop `a` calls itself."
+      ];
+    };
+    "an empty chain is an error" = {
+      actual = (topology.chain { hops = [ ]; }).errors;
+      expected = [ "services.tracing-lab.chain: it must contain at least one hop." ];
+    };
+
+    "instance environment" = {
+      actual = environmentOf default.instances."2";
+      expected = {
+        HTTP_HOST = "127.0.0.1";
+        HTTP_PORT = "8081";
+        OTEL_SERVICE_NAME = "microservice-x";
+        TITLE = "Microservice 2";
+        RESPONSE_TIME = "100";
+        RESPONSE_TIME_JITTER = "0";
+        EXTERNAL_CALL_URL = "http://127.0.0.1:8082/";
+        EXTERNAL_CALL_MODE = "sequential";
+        ERROR_RATE = "0";
+        OTEL_EXPORTER_OTLP_ENDPOINT = "http://127.0.0.1:4318";
+        OTEL_EXPORTER_OTLP_PROTOCOL = "http/protobuf";
+        TRACE_LINK = link;
+        OTEL_BSP_SCHEDULE_DELAY = "1000";
+      };
+    };
+    "a fractional error rate" = {
+      actual = (environmentOf fanOut.instances.pricing).ERROR_RATE;
+      expected = "0.05";
+    };
+    "several callees are comma-separated" = {
+      actual = (environmentOf fanOut.instances.gateway).EXTERNAL_CALL_URL;
+      expected = "http://127.0.0.1:9002/,http://127.0.0.1:9003/";
+    };
+    "optional variables are left out" = {
+      actual = builtins.attrNames (
+        topology.instanceEnvironment {
+          host = "127.0.0.1";
+          port = 8080;
+          serviceName = "s";
+          title = null;
+          responseTime = 0;
+          responseTimeJitter = 0;
+          externalCallUrls = [ ];
+          externalCallMode = "sequential";
+          errorRate = 0;
+          otlpEndpoint = null;
+          otlpProtocol = "grpc";
+          sampler = "always_on";
+          traceLink = null;
+          environment = { };
+        }
+      );
+      expected = [
+        "ERROR_RATE"
+        "EXTERNAL_CALL_MODE"
+        "HTTP_HOST"
+        "HTTP_PORT"
+        "OTEL_EXPORTER_OTLP_PROTOCOL"
+        "OTEL_SERVICE_NAME"
+        "OTEL_TRACES_SAMPLER"
+        "RESPONSE_TIME"
+        "RESPONSE_TIME_JITTER"
+      ];
+    };
+
+    "trace link" = {
+      actual = link;
+      expected = "http://localhost:3000/explore?schemaVersion=1&orgId=1&panes=%7B%22trace%22:%7B%22datasource%22:%22tempo%22,%22queries%22:%5B%7B%22datasource%22:%7B%22type%22:%22tempo%22,%22uid%22:%22tempo%22%7D,%22query%22:%22{trace_id}%22,%22queryType%22:%22traceql%22,%22refId%22:%22A%22%7D%5D,%22range%22:%7B%22from%22:%22now-1h%22,%22to%22:%22now%22%7D%7D%7D";
+    };
+    "the trace link has exactly one placeholder" = {
+      actual = builtins.length (builtins.split "\\{trace_id}" link);
+      expected = 3;
+    };
+    "URL encoding" = {
+      actual = topology.urlEncode "{\"a b\":[1,\"50%\"]}";
+      expected = "%7B%22a%20b%22:%5B1,%2250%25%22%5D%7D";
+    };
+    "service names" = {
+      actual = topology.serviceName "frontend";
+      expected = "microservice-frontend";
+    };
+  };
+in
+builtins.all (name: check name cases.${name}) (builtins.attrNames cases)

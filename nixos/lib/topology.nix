@@ -1,0 +1,284 @@
+# The lab's pure logic: ports, URLs, the chain's wiring and each instance's
+# environment. Builtins only, so `nix-instantiate --eval --strict` can test it
+# without nixpkgs (see ./topology-test.nix).
+let
+  inherit (builtins)
+    attrNames
+    attrValues
+    concatLists
+    concatStringsSep
+    elem
+    elemAt
+    filter
+    foldl'
+    genList
+    head
+    length
+    listToAttrs
+    map
+    match
+    replaceStrings
+    toJSON
+    ;
+
+  imap0 = f: list: genList (i: f i (elemAt list i)) (length list);
+  optional = cond: x: if cond then [ x ] else [ ];
+  optionalAttrs = cond: attrs: if cond then attrs else { };
+  unique = foldl' (seen: x: if elem x seen then seen else seen ++ [ x ]) [ ];
+  # Each value that occurs more than once, once.
+  duplicates = list: unique (filter (x: length (filter (y: y == x) list) > 1) list);
+
+  # What a hop may leave out.
+  hopDefaults = {
+    title = null;
+    responseTime = 0;
+    jitter = 0;
+    errorRate = 0;
+    calls = null;
+    callMode = "sequential";
+  };
+in
+rec {
+  tempoDatasourceUid = "tempo";
+  prometheusDatasourceUid = "prometheus";
+
+  defaultPorts = {
+    grafana = 3000;
+    tempo = 3200;
+    # Tempo's own OTLP receiver, moved off 4317/4318 because the collector owns those.
+    tempoOtlpGrpc = 4417;
+    tempoOtlpHttp = 4418;
+    prometheus = 9090;
+    collectorOtlpGrpc = 4317;
+    collectorOtlpHttp = 4318;
+  };
+
+  # The seed's three hops. No jitter, so every simulated-work span lasts at
+  # least its configured delay and the waterfall reads as a staircase.
+  defaultChain = [
+    {
+      name = "1";
+      title = "Microservice 1";
+      port = 8080;
+      responseTime = 50;
+    }
+    {
+      name = "2";
+      title = "Microservice 2";
+      port = 8081;
+      responseTime = 100;
+    }
+    {
+      name = "3";
+      title = "Microservice 3";
+      port = 8082;
+      responseTime = 150;
+    }
+  ];
+
+  # Instance `name` runs as unit microservice-<name>.service with this service.name,
+  # so units, traces and metrics all use the same word.
+  serviceName = name: "microservice-${name}";
+
+  # Percent-encodes what may not stand raw in a URL query (enough for a JSON document).
+  urlEncode =
+    let
+      escapes = {
+        "%" = "%25";
+        " " = "%20";
+        "\"" = "%22";
+        "#" = "%23";
+        "&" = "%26";
+        "+" = "%2B";
+        "[" = "%5B";
+        "]" = "%5D";
+        "{" = "%7B";
+        "}" = "%7D";
+      };
+    in
+    replaceStrings (attrNames escapes) (attrValues escapes);
+
+  # A Grafana Explore URL that opens one trace in the Tempo data source. The
+  # literal `{trace_id}` stays unencoded: the service substitutes it per trace.
+  traceLink =
+    grafanaUrl:
+    let
+      placeholder = "@TRACE_ID@";
+      pane = {
+        trace = {
+          datasource = tempoDatasourceUid;
+          queries = [
+            {
+              refId = "A";
+              datasource = {
+                type = "tempo";
+                uid = tempoDatasourceUid;
+              };
+              queryType = "traceql";
+              query = placeholder;
+            }
+          ];
+          range = {
+            from = "now-1h";
+            to = "now";
+          };
+        };
+      };
+    in
+    "${grafanaUrl}/explore?schemaVersion=1&orgId=1&panes="
+    + replaceStrings [ placeholder ] [ "{trace_id}" ] (urlEncode (toJSON pane));
+
+  # The collector endpoint an instance exports to, in the form the OTLP SDK expects
+  # (for http/protobuf the base URL; the SDK appends /v1/traces).
+  otlpEndpoint =
+    { protocol, ports }:
+    let
+      port = if protocol == "grpc" then ports.collectorOtlpGrpc else ports.collectorOtlpHttp;
+    in
+    "http://127.0.0.1:${toString port}";
+
+  # The environment of one instance, from the values of its NixOS options.
+  instanceEnvironment =
+    instance:
+    {
+      HTTP_HOST = instance.host;
+      HTTP_PORT = toString instance.port;
+      OTEL_SERVICE_NAME = instance.serviceName;
+      RESPONSE_TIME = toString instance.responseTime;
+      RESPONSE_TIME_JITTER = toString instance.responseTimeJitter;
+      EXTERNAL_CALL_MODE = instance.externalCallMode;
+      ERROR_RATE = toJSON instance.errorRate;
+      OTEL_EXPORTER_OTLP_PROTOCOL = instance.otlpProtocol;
+    }
+    // optionalAttrs (instance.title != null) { TITLE = instance.title; }
+    // optionalAttrs (instance.externalCallUrls != [ ]) {
+      EXTERNAL_CALL_URL = concatStringsSep "," instance.externalCallUrls;
+    }
+    // optionalAttrs (instance.otlpEndpoint != null) {
+      OTEL_EXPORTER_OTLP_ENDPOINT = instance.otlpEndpoint;
+    }
+    // optionalAttrs (instance.sampler != null) { OTEL_TRACES_SAMPLER = instance.sampler; }
+    // optionalAttrs (instance.traceLink != null) { TRACE_LINK = instance.traceLink; }
+    // instance.environment;
+
+  # Wires a list of hops into microservice instances. Each hop calls the next
+  # one in the list unless it names its callees in `calls` (fan-out, or [ ] for
+  # a leaf). The first hop is the entry: it listens on `listenAddress`, the
+  # others on loopback only.
+  #
+  # Returns { errors; instances; summary; }: `errors` lists what is wrong with
+  # the hops (the lab turns them into assertions), `instances` fits
+  # services.microservice.instances, and `summary` is the lab's description as
+  # written to /etc/tracing-lab/lab.json (the VM test reads it).
+  chain =
+    {
+      hops,
+      ports ? defaultPorts,
+      listenAddress ? "0.0.0.0",
+      grafanaUrl ? "http://localhost:${toString ports.grafana}",
+      otlpProtocol ? "http/protobuf",
+    }:
+    let
+      hs = map (hop: hopDefaults // hop) hops;
+      names = map (hop: hop.name) hs;
+      hopPorts = map (hop: hop.port) hs;
+      labPorts = attrValues ports;
+      byName = listToAttrs (
+        map (hop: {
+          inherit (hop) name;
+          value = hop;
+        }) hs
+      );
+      callsOf =
+        i: hop:
+        if hop.calls != null then
+          hop.calls
+        else if i + 1 < length hs then
+          [ (elemAt names (i + 1)) ]
+        else
+          [ ];
+      known = filter (name: byName ? ${name});
+      url = hop: "http://127.0.0.1:${toString hop.port}/";
+
+      chainError = text: "services.tracing-lab.chain: ${text}";
+      callErrors =
+        i: hop:
+        let
+          calls = callsOf i hop;
+          unknown = filter (name: !(byName ? ${name})) calls;
+        in
+        map (name: chainError "hop `${hop.name}` calls unknown hop `${name}`.") unknown
+        ++ optional (elem hop.name calls) (chainError "hop `${hop.name}` calls itself.");
+
+      errors = concatLists [
+        (optional (hs == [ ]) (chainError "it must contain at least one hop."))
+        (map (name: chainError "hop name `${name}` is used more than once.") (duplicates names))
+        (map (name: chainError "hop name `${name}` must match [A-Za-z0-9_-]+.") (
+          filter (name: match "[A-Za-z0-9_-]+" name == null) names
+        ))
+        (map (port: chainError "port ${toString port} is used by more than one hop.") (
+          duplicates hopPorts
+        ))
+        (map (port: chainError "port ${toString port} is taken by a lab backend.") (
+          filter (port: elem port labPorts) hopPorts
+        ))
+        (concatLists (imap0 callErrors hs))
+      ];
+
+      instance = i: hop: {
+        host = if i == 0 then listenAddress else "127.0.0.1";
+        inherit (hop)
+          port
+          title
+          responseTime
+          errorRate
+          ;
+        responseTimeJitter = hop.jitter;
+        externalCallUrls = map (name: url byName.${name}) (known (callsOf i hop));
+        externalCallMode = hop.callMode;
+        otlpEndpoint = otlpEndpoint {
+          protocol = otlpProtocol;
+          inherit ports;
+        };
+        inherit otlpProtocol;
+        traceLink = traceLink grafanaUrl;
+        # Export every second rather than every five: spans show up while you look.
+        environment.OTEL_BSP_SCHEDULE_DELAY = "1000";
+      };
+    in
+    {
+      inherit errors;
+
+      instances = listToAttrs (
+        imap0 (i: hop: {
+          inherit (hop) name;
+          value = instance i hop;
+        }) hs
+      );
+
+      summary = {
+        hops = imap0 (i: hop: {
+          inherit (hop)
+            name
+            port
+            responseTime
+            jitter
+            errorRate
+            callMode
+            ;
+          entry = i == 0;
+          serviceName = serviceName hop.name;
+          unit = "microservice-${hop.name}.service";
+          url = url hop;
+          calls = map serviceName (known (callsOf i hop));
+        }) hs;
+        inherit
+          ports
+          listenAddress
+          grafanaUrl
+          otlpProtocol
+          ;
+        entryUrl = "http://localhost:${toString (head hs).port}/";
+      };
+    };
+}

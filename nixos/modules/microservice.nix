@@ -1,0 +1,276 @@
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib) mkOption types;
+
+  topology = import ../lib/topology.nix;
+  cfg = config.services.microservice;
+  enabledInstances = lib.filterAttrs (_: instance: instance.enable) cfg.instances;
+
+  # OTEL_TRACES_SAMPLER values of the service (src/configuration.rs, SamplerKind).
+  samplers = [
+    "always_on"
+    "always_off"
+    "traceidratio"
+    "parentbased_always_on"
+    "parentbased_always_off"
+    "parentbased_traceidratio"
+  ];
+  ratioSamplers = [
+    "traceidratio"
+    "parentbased_traceidratio"
+  ];
+
+  instanceModule =
+    { name, ... }:
+    {
+      options = {
+        enable = lib.mkEnableOption "this microservice instance" // {
+          default = true;
+        };
+
+        package = mkOption {
+          type = types.package;
+          default = pkgs.callPackage ../../nix/package.nix { };
+          defaultText = lib.literalExpression "pkgs.callPackage ./nix/package.nix { }";
+          description = "The microservice package to run.";
+        };
+
+        serviceName = mkOption {
+          type = types.str;
+          default = topology.serviceName name;
+          defaultText = lib.literalExpression ''"microservice-''${name}"'';
+          description = "The OpenTelemetry `service.name` of this instance (`OTEL_SERVICE_NAME`).";
+        };
+
+        host = mkOption {
+          type = types.str;
+          default = "127.0.0.1";
+          example = "0.0.0.0";
+          description = "Address to listen on (`HTTP_HOST`).";
+        };
+
+        port = mkOption {
+          type = types.port;
+          default = 8080;
+          description = "Port to listen on (`HTTP_PORT`).";
+        };
+
+        title = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "Checkout";
+          description = "What the page shows for this hop (`TITLE`); `null` shows the service name.";
+        };
+
+        responseTime = mkOption {
+          type = types.ints.unsigned;
+          default = 0;
+          description = "Artificial delay of each request in milliseconds (`RESPONSE_TIME`).";
+        };
+
+        responseTimeJitter = mkOption {
+          type = types.ints.unsigned;
+          default = 0;
+          description = "Uniform jitter of the delay, ± milliseconds (`RESPONSE_TIME_JITTER`).";
+        };
+
+        externalCallUrls = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+          example = [
+            "http://127.0.0.1:8081/"
+            "http://127.0.0.1:8082/"
+          ];
+          description = "The next hops; several URLs fan out (`EXTERNAL_CALL_URL`).";
+        };
+
+        externalCallMode = mkOption {
+          type = types.enum [
+            "sequential"
+            "parallel"
+          ];
+          default = "sequential";
+          description = "Whether several next hops are called one after the other or at once (`EXTERNAL_CALL_MODE`).";
+        };
+
+        errorRate = mkOption {
+          type = types.numbers.between 0 1;
+          default = 0;
+          example = lib.literalExpression "0.05";
+          description = "Share of requests that fail on purpose with 500 (`ERROR_RATE`).";
+        };
+
+        otlpEndpoint = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "http://127.0.0.1:4318";
+          description = ''
+            Where spans are exported (`OTEL_EXPORTER_OTLP_ENDPOINT`); for
+            `http/protobuf` the base URL, the SDK appends `/v1/traces`.
+            `null` keeps the SDK's default.
+          '';
+        };
+
+        otlpProtocol = mkOption {
+          type = types.enum [
+            "grpc"
+            "http/protobuf"
+          ];
+          default = "http/protobuf";
+          description = "OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).";
+        };
+
+        sampler = mkOption {
+          # The values the service accepts; anything else stops it with exit code 2.
+          type = types.nullOr (types.enum samplers);
+          default = null;
+          example = "parentbased_traceidratio";
+          description = ''
+            Trace sampler (`OTEL_TRACES_SAMPLER`); set its ratio through
+            `environment.OTEL_TRACES_SAMPLER_ARG` (required by the
+            `traceidratio` samplers). `null` keeps the SDK's default,
+            `parentbased_always_on`.
+          '';
+        };
+
+        traceLink = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "http://localhost:3000/explore?panes=...{trace_id}...";
+          description = ''
+            URL template that links each trace to a trace viewer (`TRACE_LINK`);
+            the service replaces the literal `{trace_id}`.
+          '';
+        };
+
+        environment = mkOption {
+          type = types.attrsOf types.str;
+          default = { };
+          example = {
+            LOG_FORMAT = "json";
+            OTEL_TRACES_SAMPLER_ARG = "0.5";
+          };
+          description = "Further environment variables; these win over the ones the options above set.";
+        };
+
+        openFirewall = mkOption {
+          type = types.bool;
+          default = false;
+          description = "Whether to open {option}`port` in the firewall.";
+        };
+      };
+    };
+in
+{
+  options.services.microservice.instances = mkOption {
+    type = types.attrsOf (types.submodule instanceModule);
+    default = { };
+    example = lib.literalExpression ''
+      {
+        front = {
+          port = 8080;
+          responseTime = 20;
+          externalCallUrls = [ "http://127.0.0.1:8081/" ];
+        };
+        back.port = 8081;
+      }
+    '';
+    description = ''
+      Instances of the chaining microservice. Instance `<name>` runs as
+      `microservice-<name>.service` and reports `service.name`
+      `microservice-<name>` unless {option}`serviceName` says otherwise.
+    '';
+  };
+
+  config = lib.mkIf (enabledInstances != { }) {
+    assertions =
+      let
+        ports = map (instance: instance.port) (lib.attrValues enabledInstances);
+      in
+      [
+        {
+          assertion = lib.length (lib.unique ports) == lib.length ports;
+          message = "services.microservice.instances: two enabled instances use the same port.";
+        }
+      ]
+      # The service refuses to start (exit code 2) without the ratio.
+      ++ lib.mapAttrsToList (name: instance: {
+        assertion =
+          lib.elem instance.sampler ratioSamplers -> instance.environment ? OTEL_TRACES_SAMPLER_ARG;
+        message = "services.microservice.instances.${name}: sampler `${toString instance.sampler}` needs environment.OTEL_TRACES_SAMPLER_ARG.";
+      }) enabledInstances;
+
+    networking.firewall.allowedTCPPorts = lib.concatMap (
+      instance: lib.optional instance.openFirewall instance.port
+    ) (lib.attrValues enabledInstances);
+
+    systemd.services = lib.mapAttrs' (
+      name: instance:
+      lib.nameValuePair "microservice-${name}" {
+        description = "Tracing lab microservice ${instance.serviceName}";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "network.target" ];
+        # systemd expands %-specifiers in Environment= and NixOS writes the
+        # values verbatim, so a literal % (as in an encoded URL) is doubled.
+        environment = lib.mapAttrs (_: lib.replaceStrings [ "%" ] [ "%%" ]) (
+          topology.instanceEnvironment instance
+        );
+        serviceConfig = {
+          ExecStart = lib.getExe instance.package;
+          DynamicUser = true;
+          Restart = "on-failure";
+          # Exit code 2 is a configuration error: restarting cannot fix it.
+          RestartPreventExitStatus = 2;
+          # The service flushes its spans within about 5 s of SIGTERM.
+          TimeoutStopSec = 15;
+
+          # Hardening: by systemd's exposure table this rates about 1.1 (target
+          # <= 2.0). What keeps it above 0: network access (PrivateNetwork,
+          # AF_INET, no IPAddressDeny), the host's root directory, and the
+          # read-only rtc device that ProtectClock adds to DeviceAllow.
+          CapabilityBoundingSet = [ "" ];
+          DevicePolicy = "closed";
+          LockPersonality = true;
+          MemoryDenyWriteExecute = true;
+          NoNewPrivileges = true;
+          PrivateDevices = true;
+          PrivateMounts = true;
+          PrivateTmp = true;
+          PrivateUsers = true;
+          ProtectClock = true;
+          ProtectControlGroups = true;
+          ProtectHome = true;
+          ProtectHostname = true;
+          ProtectKernelLogs = true;
+          ProtectKernelModules = true;
+          ProtectKernelTunables = true;
+          ProtectProc = "invisible";
+          ProtectSystem = "strict";
+          RemoveIPC = true;
+          RestrictAddressFamilies = [
+            "AF_INET"
+            "AF_INET6"
+            "AF_UNIX"
+          ];
+          RestrictNamespaces = true;
+          RestrictRealtime = true;
+          RestrictSUIDSGID = true;
+          SystemCallArchitectures = "native";
+          SystemCallFilter = [
+            "@system-service"
+            "~@privileged"
+            "~@resources"
+          ];
+          # A filtered call fails instead of killing the process.
+          SystemCallErrorNumber = "EPERM";
+          UMask = "0077";
+        };
+      }
+    ) enabledInstances;
+  };
+}
