@@ -1,0 +1,194 @@
+{ config, lib, ... }:
+let
+  inherit (lib) mkOption types;
+
+  topology = import ../../lib/topology.nix;
+  cfg = config.services.tracing-lab;
+
+  lab = topology.chain {
+    hops = cfg.chain;
+    inherit (cfg)
+      ports
+      listenAddress
+      grafanaUrl
+      otlpProtocol
+      ;
+  };
+
+  hopModule = {
+    options = {
+      name = mkOption {
+        type = types.str;
+        example = "checkout";
+        description = ''
+          Name of the hop: it runs as `microservice-<name>.service` with
+          `service.name` `microservice-<name>`.
+        '';
+      };
+
+      title = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "What the page shows for this hop; `null` shows the service name.";
+      };
+
+      port = mkOption {
+        type = types.port;
+        description = "Port the hop listens on.";
+      };
+
+      responseTime = mkOption {
+        type = types.ints.unsigned;
+        default = 0;
+        description = "Artificial delay in milliseconds.";
+      };
+
+      jitter = mkOption {
+        type = types.ints.unsigned;
+        default = 0;
+        description = "± milliseconds of uniform jitter on the delay.";
+      };
+
+      errorRate = mkOption {
+        type = types.numbers.between 0 1;
+        default = 0;
+        description = "Share of requests that fail on purpose.";
+      };
+
+      calls = mkOption {
+        type = types.nullOr (types.listOf types.str);
+        default = null;
+        example = [
+          "catalog"
+          "pricing"
+        ];
+        description = ''
+          Names of the hops this one calls. `null` calls the next hop in the
+          list (none for the last); `[ ]` makes it a leaf.
+        '';
+      };
+
+      callMode = mkOption {
+        type = types.enum [
+          "sequential"
+          "parallel"
+        ];
+        default = "sequential";
+        description = "Whether several callees are called one after the other or at once.";
+      };
+    };
+  };
+
+  portOption =
+    name: what:
+    mkOption {
+      type = types.port;
+      default = topology.defaultPorts.${name};
+      description = "Port of ${what}.";
+    };
+in
+{
+  imports = [
+    ../microservice.nix
+    ./collector.nix
+    ./tempo.nix
+    ./prometheus.nix
+    ./grafana.nix
+  ];
+
+  options.services.tracing-lab = {
+    enable = lib.mkEnableOption ''
+      the distributed tracing lab: a chain of microservice instances sending
+      spans through the OpenTelemetry Collector to Grafana Tempo, with
+      Prometheus for the metrics Tempo derives and Grafana to look at it all
+    '';
+
+    chain = mkOption {
+      type = types.listOf (types.submodule hopModule);
+      default = topology.defaultChain;
+      example = lib.literalExpression ''
+        [
+          { name = "gateway"; port = 8080; responseTime = 20;
+            calls = [ "catalog" "pricing" ]; callMode = "parallel"; }
+          { name = "catalog"; port = 8081; responseTime = 40; calls = [ ]; }
+          { name = "pricing"; port = 8082; responseTime = 30; errorRate = 0.05; }
+          { name = "stock"; port = 8083; responseTime = 60; jitter = 20; }
+        ]
+      '';
+      description = ''
+        The hops, entry first. Each hop calls the next one unless it lists its
+        callees in `calls`. The entry hop listens on
+        {option}`services.tracing-lab.listenAddress`, the others on loopback.
+      '';
+    };
+
+    listenAddress = mkOption {
+      type = types.str;
+      default = "0.0.0.0";
+      example = "127.0.0.1";
+      description = "Address of what a browser opens: the entry hop, Grafana, Tempo and Prometheus.";
+    };
+
+    grafanaUrl = mkOption {
+      type = types.str;
+      default = "http://localhost:${toString cfg.ports.grafana}";
+      defaultText = lib.literalExpression ''"http://localhost:''${toString ports.grafana}"'';
+      description = "Grafana's URL as the browser sees it; each page links its trace there.";
+    };
+
+    otlpProtocol = mkOption {
+      type = types.enum [
+        "grpc"
+        "http/protobuf"
+      ];
+      default = "http/protobuf";
+      description = "How the hops send spans to the collector.";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Whether to open the ports of the entry hop, Grafana, Tempo and Prometheus.";
+    };
+
+    ports = {
+      grafana = portOption "grafana" "Grafana";
+      tempo = portOption "tempo" "Tempo's HTTP API";
+      tempoOtlpGrpc = portOption "tempoOtlpGrpc" "Tempo's OTLP/gRPC receiver";
+      tempoOtlpHttp = portOption "tempoOtlpHttp" "Tempo's OTLP/HTTP receiver";
+      prometheus = portOption "prometheus" "Prometheus";
+      collectorOtlpGrpc = portOption "collectorOtlpGrpc" "the collector's OTLP/gRPC receiver";
+      collectorOtlpHttp = portOption "collectorOtlpHttp" "the collector's OTLP/HTTP receiver";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = map (message: {
+      assertion = false;
+      inherit message;
+    }) lab.errors;
+
+    services.microservice.instances = lab.instances;
+
+    # Started after the collector so that the first spans are not refused.
+    systemd.services = lib.mapAttrs' (
+      name: _:
+      lib.nameValuePair "microservice-${name}" {
+        wants = [ "opentelemetry-collector.service" ];
+        after = [ "opentelemetry-collector.service" ];
+      }
+    ) lab.instances;
+
+    # What runs where, for people (see the login banner) and for the VM test.
+    environment.etc."tracing-lab/lab.json".text = builtins.toJSON lab.summary;
+
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall (
+      lib.optional (cfg.chain != [ ]) (lib.head cfg.chain).port
+      ++ [
+        cfg.ports.grafana
+        cfg.ports.tempo
+        cfg.ports.prometheus
+      ]
+    );
+  };
+}
