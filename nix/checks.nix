@@ -1,0 +1,46 @@
+# `nix flake check` on Linux: the lab VM test, the package with its tests,
+# clippy, rustfmt and nixfmt.
+{ pkgs }:
+let
+  inherit (pkgs) lib;
+  microservice = pkgs.callPackage ./package.nix { };
+
+  # Runs `cargo <args>` with `tool` over the package's source and vendored
+  # crates. Plain cargo: the package's cargo-auditable wrapper only matters for builds.
+  cargoCheck =
+    tool: args:
+    microservice.overrideAttrs (old: {
+      name = "microservice-${tool.pname}-${old.version}";
+      nativeBuildInputs = old.nativeBuildInputs ++ [ tool ];
+      buildPhase = ''
+        runHook preBuild
+        ${lib.getExe' pkgs.cargo "cargo"} ${args}
+        runHook postBuild
+      '';
+      installPhase = "touch $out";
+      doCheck = false;
+    });
+in
+{
+  lab = import ../nixos/tests/lab.nix { inherit pkgs; };
+
+  inherit microservice;
+
+  clippy = cargoCheck pkgs.clippy "clippy --offline --workspace --all-targets -- -D warnings";
+
+  rustfmt = cargoCheck pkgs.rustfmt "fmt --all --check";
+
+  nixfmt =
+    pkgs.runCommand "nixfmt-check"
+      {
+        nativeBuildInputs = [ pkgs.nixfmt ];
+        src = lib.fileset.toSource {
+          root = ../.;
+          fileset = lib.fileset.fileFilter (file: file.hasExt "nix") ../.;
+        };
+      }
+      ''
+        find $src -name '*.nix' -exec nixfmt --check {} +
+        touch $out
+      '';
+}

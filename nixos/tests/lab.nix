@@ -1,0 +1,29 @@
+# The lab end to end in one VM: the default chain, collector, Tempo,
+# Prometheus and Grafana. The script is ./lab.py so that CI can lint and
+# type-check it without Nix (.ci/nix-checks).
+{ pkgs }:
+
+pkgs.testers.runNixOSTest {
+  name = "tracing-lab";
+
+  nodes.machine =
+    { pkgs, ... }:
+    {
+      imports = [ ../modules/tracing-lab ];
+
+      services.tracing-lab.enable = true;
+
+      virtualisation = {
+        cores = 2;
+        memorySize = 3072;
+        diskSize = 4096;
+      };
+
+      environment.systemPackages = [ pkgs.curl ];
+    };
+
+  # Interactive runs (`nix run .#test-interactive`) also reach the UIs from the host.
+  interactive.nodes.machine.imports = [ ../forward-ports.nix ];
+
+  testScript = builtins.readFile ./lab.py;
+}
