@@ -72,9 +72,10 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
     let log_filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
         .from_env_lossy()
+        // Log lines show no span fields, so the layer need not record them;
         // ExportWatch reports export failures once per outage instead.
         .and(filter_fn(|meta| {
-            meta.name() != "BatchSpanProcessor.ExportError"
+            meta.is_event() && meta.name() != "BatchSpanProcessor.ExportError"
         }));
     let logs = log_format::layer(settings.log_format).with_filter(log_filter);
 
