@@ -46,6 +46,10 @@ rustPlatform.buildRustPackage {
     cp templates/* $out/share/microservice/templates/
   '';
 
+  # As `cargo test` runs them: the release profile's fat LTO would make every
+  # test binary slow to link, and they test behaviour, not speed.
+  checkType = "debug";
+
   # The tests start real servers on 127.0.0.1.
   __darwinAllowLocalNetworking = true;
 
