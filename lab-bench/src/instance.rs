@@ -132,7 +132,25 @@ impl Instance {
     pub fn rss_kib(&self) -> Option<u64> {
         rss_kib(self.pid)
     }
+
+    pub fn cpu_time(&self) -> Option<Duration> {
+        cpu_time(self.pid)
+    }
 }
+
+/// CPU time (user + system) the process has used so far.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(
+        ticks as f64 / CLOCK_TICKS_PER_SECOND,
+    ))
+}
+
+/// USER_HZ, 100 on every Linux architecture the lab runs on.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

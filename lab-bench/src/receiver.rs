@@ -115,13 +115,38 @@ fn text(value: &AnyValue) -> String {
     }
 }
 
+/// A trace id as a number; 0 when it is not 16 bytes.
+pub fn trace_id_number(bytes: &[u8]) -> u128 {
+    <[u8; 16]>::try_from(bytes).map_or(0, u128::from_be_bytes)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a receiver keeps of each span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Retention {
+    /// Everything, for tests that look at attributes.
+    #[default]
+    Full,
+    /// A [`SpanStub`] only: cheap enough not to steal the benchmark's CPU.
+    Stubs,
+}
+
+/// The least a benchmark needs to account for a span.
+#[derive(Debug, Clone)]
+pub struct SpanStub {
+    pub trace_id: u128,
+    pub service: Arc<str>,
+    pub kind: SpanKind,
+}
+
 #[derive(Default)]
 struct Shared {
+    retention: Retention,
     spans: Mutex<Vec<ReceivedSpan>>,
+    stubs: Mutex<Vec<SpanStub>>,
     arrived: Notify,
     hang: AtomicBool,
     exports: AtomicU64,
@@ -133,28 +158,54 @@ impl Shared {
         self.spans.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn accept(&self, request: ExportTraceServiceRequest) {
+    /// Counts the export request, and never returns when told to hang.
+    async fn arrive(&self) {
         self.exports.fetch_add(1, Ordering::Relaxed);
         if self.hang.load(Ordering::Relaxed) {
             std::future::pending::<()>().await;
         }
-        let mut received = Vec::new();
+    }
+
+    async fn accept_stubs(&self, stubs: Vec<SpanStub>) {
+        self.arrive().await;
+        self.stubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(stubs);
+        self.arrived.notify_waiters();
+    }
+
+    async fn accept(&self, request: ExportTraceServiceRequest) {
+        self.arrive().await;
+        let (mut received, mut stubs) = (Vec::new(), Vec::new());
         for resource_spans in request.resource_spans {
             let resource = resource_spans
                 .resource
                 .map(|r| r.attributes)
                 .unwrap_or_default();
             let service = find(&resource, "service.name").unwrap_or_default();
+            let service_stub: Arc<str> = Arc::from(service.as_str());
             for scope_spans in resource_spans.scope_spans {
                 for span in scope_spans.spans {
-                    received.push(ReceivedSpan {
-                        service: service.clone(),
-                        resource: resource.clone(),
-                        span,
+                    stubs.push(SpanStub {
+                        trace_id: trace_id_number(&span.trace_id),
+                        service: service_stub.clone(),
+                        kind: SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified),
                     });
+                    if self.retention == Retention::Full {
+                        received.push(ReceivedSpan {
+                            service: service.clone(),
+                            resource: resource.clone(),
+                            span,
+                        });
+                    }
                 }
             }
         }
+        self.stubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(stubs);
         self.lock().extend(received);
         self.arrived.notify_waiters();
     }
@@ -188,15 +239,31 @@ impl OtlpReceiver {
         Self::start_at(protocol, "127.0.0.1:0".parse()?)
     }
 
+    /// Starts on a free port, keeping only [`SpanStub`]s.
+    pub fn start_counting(protocol: Protocol) -> anyhow::Result<Self> {
+        Self::start_with(protocol, "127.0.0.1:0".parse()?, Retention::Stubs)
+    }
+
     /// Starts on `addr`, e.g. where an instance already expects its collector.
     pub fn start_at(protocol: Protocol, addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_with(protocol, addr, Retention::Full)
+    }
+
+    fn start_with(
+        protocol: Protocol,
+        addr: SocketAddr,
+        retention: Retention,
+    ) -> anyhow::Result<Self> {
         let listener = StdTcpListener::bind(addr)
             .with_context(|| format!("binding the receiver on {addr}"))?;
         let addr = listener.local_addr()?;
         let receiver = Self {
             protocol,
             addr,
-            shared: Arc::default(),
+            shared: Arc::new(Shared {
+                retention,
+                ..Shared::default()
+            }),
             runtime: Mutex::new(None),
         };
         receiver.serve(listener)?;
@@ -227,8 +294,17 @@ impl OtlpReceiver {
         self.shared.lock().clone()
     }
 
+    /// Spans received, whatever the retention.
     pub fn span_count(&self) -> usize {
-        self.shared.lock().len()
+        self.stubs().len()
+    }
+
+    pub fn stubs(&self) -> Vec<SpanStub> {
+        self.shared
+            .stubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Export requests seen, answered or not.
@@ -238,6 +314,11 @@ impl OtlpReceiver {
 
     pub fn clear(&self) {
         self.shared.lock().clear();
+        self.shared
+            .stubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Waits until `done` holds for the spans received so far; gives back the
@@ -276,11 +357,23 @@ impl OtlpReceiver {
         }
     }
 
-    /// Listens again on the same port.
-    pub fn restart(&self) -> anyhow::Result<()> {
+    /// Listens again on the same port (once the old server let go of it).
+    pub async fn restart(&self) -> anyhow::Result<()> {
         self.stop();
-        let listener = StdTcpListener::bind(self.addr)
-            .with_context(|| format!("binding the receiver again on {}", self.addr))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match StdTcpListener::bind(self.addr) {
+                Ok(listener) => break listener,
+                // The stopped runtime closes the port in the background.
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("binding the receiver again on {}", self.addr));
+                }
+            }
+        };
         self.serve(listener)
     }
 
@@ -337,10 +430,19 @@ async fn serve_http(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> a
         poem::web::Data(shared): poem::web::Data<&Arc<Shared>>,
     ) -> poem::Result<poem::Response> {
         let bytes = body.into_bytes().await?;
-        let request = ExportTraceServiceRequest::decode(bytes).map_err(|e| {
+        let bad_request = |e: prost::DecodeError| {
             poem::Error::from_string(e.to_string(), poem::http::StatusCode::BAD_REQUEST)
-        })?;
-        shared.accept(request).await;
+        };
+        match shared.retention {
+            Retention::Full => {
+                let request = ExportTraceServiceRequest::decode(bytes).map_err(bad_request)?;
+                shared.accept(request).await;
+            }
+            Retention::Stubs => {
+                let request = slim::Request::decode(bytes).map_err(bad_request)?;
+                shared.accept_stubs(request.stubs()).await;
+            }
+        }
         Ok(poem::Response::builder()
             .content_type("application/x-protobuf")
             .body(ExportTraceServiceResponse::default().encode_to_vec()))
@@ -351,4 +453,85 @@ async fn serve_http(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> a
         .run(app)
         .await
         .map_err(anyhow::Error::from)
+}
+
+/// Just the parts of the OTLP messages a [`SpanStub`] needs: prost skips
+/// everything else without building it, so counting stays cheap (OTLP/HTTP).
+mod slim {
+    use std::sync::Arc;
+
+    use super::{SpanKind, SpanStub, trace_id_number};
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Request {
+        #[prost(message, repeated, tag = "1")]
+        pub resource_spans: Vec<ResourceSpans>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ResourceSpans {
+        #[prost(message, optional, tag = "1")]
+        pub resource: Option<Resource>,
+        #[prost(message, repeated, tag = "2")]
+        pub scope_spans: Vec<ScopeSpans>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Resource {
+        #[prost(message, repeated, tag = "1")]
+        pub attributes: Vec<KeyValue>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KeyValue {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(message, optional, tag = "2")]
+        pub value: Option<AnyValue>,
+    }
+
+    /// The `string_value` case of the AnyValue oneof.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AnyValue {
+        #[prost(string, optional, tag = "1")]
+        pub string_value: Option<String>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ScopeSpans {
+        #[prost(message, repeated, tag = "2")]
+        pub spans: Vec<Span>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Span {
+        #[prost(bytes = "vec", tag = "1")]
+        pub trace_id: Vec<u8>,
+        #[prost(int32, tag = "6")]
+        pub kind: i32,
+    }
+
+    impl Request {
+        pub fn stubs(self) -> Vec<SpanStub> {
+            let mut stubs = Vec::new();
+            for resource_spans in self.resource_spans {
+                let service: Arc<str> = resource_spans
+                    .resource
+                    .into_iter()
+                    .flat_map(|r| r.attributes)
+                    .find(|kv| kv.key == "service.name")
+                    .and_then(|kv| kv.value?.string_value)
+                    .unwrap_or_default()
+                    .into();
+                for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
+                    stubs.push(SpanStub {
+                        trace_id: trace_id_number(&span.trace_id),
+                        service: service.clone(),
+                        kind: SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified),
+                    });
+                }
+            }
+            stubs
+        }
+    }
 }

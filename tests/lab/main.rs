@@ -3,6 +3,7 @@
 
 mod common;
 
+mod bench;
 mod chain;
 mod collector;
 mod configuration;

@@ -1,0 +1,129 @@
+//! `cargo run --release --bin lab-bench`: runs the chain under load and
+//! prints the figures the lab is judged by.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use lab_bench::bench::{self, BenchConfig};
+use lab_bench::receiver::Protocol;
+use lab_bench::report;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lab-bench",
+    about = "Benchmark and fault harness for the microservice chain"
+)]
+struct Args {
+    /// Instances in the chain.
+    #[arg(long, default_value_t = 3)]
+    hops: usize,
+    /// Concurrent keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Measured seconds per throughput setting.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Turns the measured seconds of each setting are split into.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Warm-up seconds before each measurement.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds per phase of the fault and shutdown modes.
+    #[arg(long, default_value_t = 3.0)]
+    phase: f64,
+    /// OTLP protocol of the instances: grpc or http/protobuf.
+    #[arg(long, default_value = "http/protobuf", value_parser = parse_protocol)]
+    protocol: Protocol,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// The service binary [default: built with cargo next to lab-bench].
+    #[arg(long)]
+    service_bin: Option<PathBuf>,
+    /// TEMPLATES_DIR for the instances [default: the binary's own].
+    #[arg(long)]
+    templates_dir: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(all_met) => {
+            if all_met {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+        Err(error) => {
+            eprintln!("lab-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    if args.service_bin.is_none() {
+        build_service()?;
+    }
+    let config = BenchConfig {
+        templates_dir: args.templates_dir,
+        protocol: args.protocol,
+        hops: args.hops.max(1),
+        connections: args.connections.max(1),
+        duration: Duration::from_secs_f64(args.duration),
+        rounds: args.rounds,
+        warmup: Duration::from_secs_f64(args.warmup),
+        phase: Duration::from_secs_f64(args.phase),
+        ..BenchConfig::new(bench::locate_service(args.service_bin)?)
+    };
+    let report = bench::run(&config, &|step| eprintln!("lab-bench: {step}")).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report::table(&report));
+    }
+    Ok(report.targets.iter().all(|t| t.met))
+}
+
+/// Under `cargo run`, builds the service in the same profile as this binary,
+/// so the benchmark never measures a stale one.
+fn build_service() -> anyhow::Result<()> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let exe = std::env::current_exe()?;
+    let profile = exe
+        .parent()
+        .and_then(|dir| dir.file_name())
+        .and_then(|name| name.to_str())
+        .unwrap_or("release");
+    let profile = if profile == "debug" { "dev" } else { profile };
+    eprintln!("lab-bench: building the service ({profile} profile)");
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "microservice",
+            "--profile",
+            profile,
+        ])
+        .status()
+        .context("running cargo build")?;
+    anyhow::ensure!(status.success(), "cargo build of the service failed");
+    Ok(())
+}
+
+fn parse_protocol(value: &str) -> Result<Protocol, String> {
+    match value {
+        "grpc" => Ok(Protocol::Grpc),
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        other => Err(format!("{other:?}: expected grpc or http/protobuf")),
+    }
+}
