@@ -41,6 +41,9 @@ struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also write the JSON object to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
     /// The service binary [default: built with cargo next to lab-bench].
     #[arg(long)]
     service_bin: Option<PathBuf>,
@@ -83,8 +86,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         ..BenchConfig::new(bench::locate_service(args.service_bin)?)
     };
     let report = bench::run(&config, &|step| eprintln!("lab-bench: {step}")).await?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{json}");
     } else {
         print!("{}", report::table(&report));
     }
