@@ -214,3 +214,27 @@ pub async fn capture_server() -> (
     tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
     (url, receiver)
 }
+
+#[tokio::test]
+async fn post_calls_make_post_spans() {
+    let receiver = grpc_receiver();
+    let hops = [
+        hop("front", 0).env("EXTERNAL_CALL_METHOD", "POST"),
+        hop("back", 0),
+    ];
+    let chain = lab_bench::chain::Chain::start(binary(), &common(&receiver), &hops)
+        .await
+        .unwrap();
+
+    let answer = get(chain.entry().url(), &[]).await;
+
+    assert_eq!(answer.status, 200);
+    let (trace_id, _) = answer.trace_response();
+    // front: server, client, two loads, render; back: server, load, render.
+    let tree = Tree::new(trace_spans(&receiver, &trace_id, 8).await);
+    let client = tree.one("front", "POST");
+    assert_eq!(client.attr("http.request.method").as_deref(), Some("POST"));
+    let server = tree.one("back", "POST /");
+    assert_eq!(server.parent_id(), client.span_id());
+    assert_eq!(server.attr("http.request.method").as_deref(), Some("POST"));
+}
