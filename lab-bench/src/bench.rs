@@ -247,7 +247,7 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Resul
     };
     let memory = Memory {
         idle_kib: sampled.idle_kib.clone(),
-        after_load_kib: sampled.after_load_kib.clone(),
+        after_load_kib: sampled.setting.rss_after_kib.clone(),
     };
     let targets = targets(
         &tracing_overhead,
@@ -360,7 +360,6 @@ impl Sampling {
 struct Run {
     setting: Setting,
     idle_kib: Vec<u64>,
-    after_load_kib: Vec<u64>,
 }
 
 fn common(config: &BenchConfig, receiver: &OtlpReceiver) -> InstanceConfig {
@@ -473,7 +472,7 @@ impl Subject {
 
     /// Stops the chain (flushing its spans) and sums up.
     async fn finish(mut self, config: &BenchConfig) -> Run {
-        let after_load_kib = rss(&self.chain);
+        let rss_after_kib = rss(&self.chain);
         stop(&mut self.chain).await;
         let summary = Summary::of(&self.samples, config.duration);
         let cpu_us_per_request =
@@ -489,11 +488,10 @@ impl Subject {
             setting: Setting {
                 summary,
                 cpu_us_per_request,
-                rss_after_kib: after_load_kib.clone(),
+                rss_after_kib,
                 spans,
             },
             idle_kib: self.idle_kib,
-            after_load_kib,
         }
     }
 }
