@@ -561,25 +561,22 @@ async fn delay_fidelity(config: &BenchConfig) -> anyhow::Result<DelayFidelity> {
     let samples = load::run(&spec).await;
     stop(&mut chain).await;
 
-    let mut overshoots: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.ok())
-        .map(|s| load::millis(s.latency) - configured as f64)
-        .collect();
-    overshoots.sort_by(f64::total_cmp);
-    let percentile = |p: f64| -> f64 {
-        if overshoots.is_empty() {
-            return f64::NAN;
+    let ok: Vec<&Sample> = samples.iter().filter(|s| s.ok()).collect();
+    let latency = Summary::of(ok.iter().copied(), spec.duration);
+    // No answer at all must not read as a delay kept perfectly.
+    let overshoot = |ms: f64| {
+        if ok.is_empty() {
+            f64::NAN
+        } else {
+            round(ms - configured as f64)
         }
-        let rank = ((p / 100.0) * overshoots.len() as f64).ceil() as usize;
-        round(overshoots[rank.clamp(1, overshoots.len()) - 1])
     };
     Ok(DelayFidelity {
         configured_ms: delays,
         requests: samples.len(),
-        p50_overshoot_ms: percentile(50.0),
-        p99_overshoot_ms: percentile(99.0),
-        max_overshoot_ms: percentile(100.0),
+        p50_overshoot_ms: overshoot(latency.p50_ms),
+        p99_overshoot_ms: overshoot(latency.p99_ms),
+        max_overshoot_ms: overshoot(latency.max_ms),
         non_2xx: samples.iter().filter(|s| !s.ok()).count(),
     })
 }
