@@ -14,7 +14,7 @@ rustPlatform.buildRustPackage {
   pname = "microservice";
   version = packageField "version";
 
-  # lab-bench is not shipped, but cargo needs every workspace member to read the workspace.
+  # The lab crate (runner, benchmark) is not shipped, but cargo needs every workspace member to read the workspace.
   src = lib.fileset.toSource {
     root = ../.;
     fileset = lib.fileset.unions [
@@ -23,7 +23,7 @@ rustPlatform.buildRustPackage {
       ../src
       ../templates
       ../tests
-      ../lab-bench
+      ../lab
     ];
   };
 

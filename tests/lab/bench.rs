@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use lab_bench::bench::{self, BenchConfig};
+use lab::bench::{self, BenchConfig};
 
 use crate::common::*;
 

@@ -1,6 +1,6 @@
 //! What a client of the chain sees: the page, the JSON, the trace header.
 
-use lab_bench::instance::{Instance, InstanceConfig};
+use lab::instance::{Instance, InstanceConfig};
 
 use crate::common::*;
 

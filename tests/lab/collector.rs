@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use lab_bench::instance::{Instance, InstanceConfig};
-use lab_bench::receiver::{OtlpReceiver, Protocol};
+use lab::instance::{Instance, InstanceConfig};
+use lab::receiver::{OtlpReceiver, Protocol};
 
 use crate::common::*;
 
@@ -23,7 +23,7 @@ fn count(lines: &[String], needle: &str) -> usize {
 #[tokio::test]
 async fn without_a_collector_requests_succeed_and_the_outage_is_logged_once() {
     for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
-        let collector = lab_bench::instance::unused_local_addr();
+        let collector = lab::instance::unused_local_addr();
         let instance = Instance::spawn(binary(), &without_collector(collector, protocol))
             .await
             .unwrap();

@@ -1,9 +1,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use lab_bench::chain::Chain;
-use lab_bench::instance::InstanceConfig;
-use lab_bench::receiver::{OtlpReceiver, Protocol, ReceivedSpan};
+use lab::chain::Chain;
+use lab::instance::InstanceConfig;
+use lab::receiver::{OtlpReceiver, Protocol, ReceivedSpan};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
@@ -165,5 +165,5 @@ impl Tree {
 
 /// A port nothing listens on, as an http URL.
 pub fn dead_url() -> String {
-    format!("http://{}/", lab_bench::instance::unused_local_addr())
+    format!("http://{}/", lab::instance::unused_local_addr())
 }

@@ -1,9 +1,9 @@
 //! Failing next hops, injected failures and loops: the right status, an
 //! answer that says what failed, and ERROR spans.
 
-use lab_bench::chain::Chain;
-use lab_bench::instance::{Instance, InstanceConfig};
-use lab_bench::receiver::SpanKind;
+use lab::chain::Chain;
+use lab::instance::{Instance, InstanceConfig};
+use lab::receiver::SpanKind;
 
 use crate::common::*;
 
@@ -175,7 +175,7 @@ async fn error_rate_zero_never_fails() {
 #[tokio::test]
 async fn a_chain_looped_onto_itself_is_stopped_with_508() {
     let receiver = grpc_receiver();
-    let addr = lab_bench::instance::unused_local_addr();
+    let addr = lab::instance::unused_local_addr();
     let own_url = format!("http://{addr}/");
     let config = InstanceConfig::new()
         .envs(common(&receiver).env)

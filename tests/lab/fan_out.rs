@@ -1,7 +1,7 @@
 //! One hop calling two: in parallel the calls overlap, in sequence they don't.
 
-use lab_bench::instance::Instance;
-use lab_bench::receiver::ReceivedSpan;
+use lab::instance::Instance;
+use lab::receiver::ReceivedSpan;
 
 use crate::common::*;
 

@@ -1,6 +1,6 @@
 //! Log lines written inside a request carry its trace and span id.
 
-use lab_bench::instance::Instance;
+use lab::instance::Instance;
 
 use crate::common::*;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lab_bench::receiver::SpanKind;
+use lab::receiver::SpanKind;
 
 use crate::common::*;
 
@@ -154,7 +154,7 @@ async fn baggage_travels_with_the_trace_context() {
     let receiver = grpc_receiver();
     let (capture_url, mut captured) = capture_server().await;
     let config = common(&receiver).env("EXTERNAL_CALL_URL", &capture_url);
-    let instance = lab_bench::instance::Instance::spawn(binary(), &config)
+    let instance = lab::instance::Instance::spawn(binary(), &config)
         .await
         .unwrap();
 
@@ -222,7 +222,7 @@ async fn post_calls_make_post_spans() {
         hop("front", 0).env("EXTERNAL_CALL_METHOD", "POST"),
         hop("back", 0),
     ];
-    let chain = lab_bench::chain::Chain::start(binary(), &common(&receiver), &hops)
+    let chain = lab::chain::Chain::start(binary(), &common(&receiver), &hops)
         .await
         .unwrap();
 

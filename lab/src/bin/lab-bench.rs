@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use lab_bench::bench::{self, BenchConfig};
-use lab_bench::receiver::Protocol;
-use lab_bench::report;
+use lab::bench::report;
+use lab::bench::{self, BenchConfig};
+use lab::receiver::Protocol;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,5 +1,7 @@
 //! The benchmark's six modes, run side by side, and the report they make.
 
+pub mod report;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
