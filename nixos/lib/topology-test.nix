@@ -129,10 +129,22 @@ let
       ];
     };
     "the summary names callees by service name" = {
-      actual = map (hop: hop.calls) default.summary.hops;
+      actual = map (hop: hop.calledServices) default.summary.hops;
       expected = [
         [ "microservice-2" ]
         [ "microservice-3" ]
+        [ ]
+      ];
+    };
+    "the summary spells out calls by hop name, as a chain file does" = {
+      actual = map (hop: hop.calls) fanOut.summary.hops;
+      expected = [
+        [
+          "catalog"
+          "pricing"
+        ]
+        [ ]
+        [ "stock" ]
         [ ]
       ];
     };

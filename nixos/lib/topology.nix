@@ -257,20 +257,25 @@ rec {
       );
 
       summary = {
+        # Each hop in the shape of the `chain` option (so the file is also a
+        # chain description `cargo run -- --chain` can run), with `calls`
+        # spelled out, plus what the hop becomes on this system.
         hops = imap0 (i: hop: {
           inherit (hop)
             name
+            title
             port
             responseTime
             jitter
             errorRate
             callMode
             ;
+          calls = known (callsOf i hop);
           entry = i == 0;
           serviceName = serviceName hop.name;
           unit = "microservice-${hop.name}.service";
           url = url hop;
-          calls = map serviceName (known (callsOf i hop));
+          calledServices = map serviceName (known (callsOf i hop));
         }) hs;
         inherit
           ports

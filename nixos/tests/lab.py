@@ -32,8 +32,8 @@ def expected_span_names(hop: dict[str, Any]) -> Counter[str]:
     # src/delay.rs skips the span only when both delay and jitter are 0.
     if hop["responseTime"] > 0 or hop["jitter"] > 0:
         names[WORK_SPAN] += 1
-    if hop["calls"]:  # no zero counts: Counter equality before 3.10 counts them
-        names[CLIENT_SPAN] += len(hop["calls"])
+    if hop["calledServices"]:  # no zero counts: Counter equality before 3.10 counts them
+        names[CLIENT_SPAN] += len(hop["calledServices"])
     return names
 
 
@@ -183,7 +183,7 @@ def callers_of(service: str, hops: list[dict[str, Any]]) -> list[str]:
     while frontier:
         callee = frontier.pop()
         for hop in hops:
-            if callee in hop["calls"] and hop["serviceName"] not in found:
+            if callee in hop["calledServices"] and hop["serviceName"] not in found:
                 found.append(hop["serviceName"])
                 frontier.append(hop["serviceName"])
     return found
@@ -282,7 +282,7 @@ with subtest("the trace is in Tempo"):
             for s in spans
             if kind(s) == "SERVER" and s.get("parentSpanId") in {c["spanId"] for c in clients}
         )
-        assert callee_servers == sorted(hop["calls"]), f"{service}'s client spans lead to {callee_servers}, not {hop['calls']}"
+        assert callee_servers == sorted(hop["calledServices"]), f"{service}'s client spans lead to {callee_servers}, not {hop['calledServices']}"
 
     (root,) = [s for s in spans if not s.get("parentSpanId")]
     assert root["service"] == services[0] and kind(root) == "SERVER", f"root span: {root['service']} {root['name']}"
@@ -331,7 +331,7 @@ with subtest("Grafana shows it"):
 
 with subtest("Prometheus has the service graph"):
     for hop in hops:
-        for callee in hop["calls"]:
+        for callee in hop["calledServices"]:
             query = f'traces_service_graph_request_total{{client="{hop["serviceName"]}",server="{callee}"}}'
 
             def has_edge(last_try: bool) -> bool:
