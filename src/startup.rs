@@ -64,7 +64,7 @@ pub fn run(settings: Settings) -> Result<(), StartError> {
     let templates = Templates::open(&settings.templates_dir).map_err(|error| ConfigError {
         variable: "TEMPLATES_DIR".into(),
         value: settings.templates_dir.display().to_string(),
-        reason: error.to_string(),
+        reason: crate::templates::describe(&error),
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -16,7 +16,7 @@ use crate::downstream::{Answer, CallOutcome, FailureKind, Format, HOPS_HEADER, P
 use crate::hop::{CallReport, HopReport, millis};
 use crate::startup::AppState;
 use crate::telemetry::FailureReason;
-use crate::templates::{PAGE, PART};
+use crate::templates::{self, PAGE, PART};
 
 /// Foreign answers are shown as text, up to this many characters.
 const FOREIGN_TEXT_LIMIT: usize = 2_000;
@@ -92,7 +92,7 @@ pub async fn chain(request: &Request, Data(state): Data<&Arc<AppState>>) -> Resp
             state
                 .templates
                 .render(name, context)
-                .map_err(|e| e.to_string())
+                .map_err(|e| templates::describe(&e))
         }
     };
     match body {

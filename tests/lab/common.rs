@@ -167,3 +167,17 @@ impl Tree {
 pub fn dead_url() -> String {
     format!("http://{}/", lab::instance::unused_local_addr())
 }
+
+/// A copy of the templates that a test may edit or break.
+pub fn tempdir_with_templates() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "microservice-templates-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["page.html", "part.html"] {
+        std::fs::copy(Path::new(templates_dir()).join(name), dir.join(name)).unwrap();
+    }
+    dir
+}

@@ -3,7 +3,6 @@
 
 use std::process::{Command, Output};
 
-use crate::chain::tempdir_with_templates;
 use crate::common::*;
 
 fn run(vars: &[(&str, &str)], args: &[&str]) -> Output {

@@ -40,7 +40,7 @@ async fn an_unreachable_next_hop_gives_502_naming_the_url() {
     assert_eq!(report["downstream"][0]["status"], serde_json::Value::Null);
 
     let (trace_id, _) = page.trace_response();
-    let tree = Tree::new(trace_spans(&receiver, &trace_id, 5).await);
+    let tree = Tree::new(trace_spans(&receiver, &trace_id, 4).await);
     let server = tree.one("entry", "GET /");
     assert!(server.is_error());
     assert_eq!(
@@ -81,8 +81,8 @@ async fn a_failing_next_hop_gives_502_with_its_part() {
     assert!(page.body.contains("injected failure"), "{}", page.body);
     assert!(page.body.contains("answered 500"), "{}", page.body);
     let (trace_id, _) = page.trace_response();
-    // entry: server, client, two loads, render; broken: server, load, render.
-    let tree = Tree::new(trace_spans(&receiver, &trace_id, 8).await);
+    // entry: server, client, load, render; broken: server, load, render.
+    let tree = Tree::new(trace_spans(&receiver, &trace_id, 7).await);
     assert!(tree.one("entry", "GET /").is_error());
     let client = tree.one("entry", "GET");
     assert!(client.is_error());
@@ -149,7 +149,7 @@ async fn error_rate_one_fails_every_request_on_purpose() {
             page.body
         );
         let (trace_id, _) = page.trace_response();
-        let tree = Tree::new(trace_spans(&receiver, &trace_id, 5).await);
+        let tree = Tree::new(trace_spans(&receiver, &trace_id, 4).await);
         let server = tree.one("flaky", "GET /");
         assert!(server.is_error());
         assert_eq!(

@@ -25,8 +25,8 @@ async fn fan_out(mode: &str) -> (Vec<ReceivedSpan>, serde_json::Value) {
     let answer = get(entry.url(), &[]).await;
     assert_eq!(answer.status, 200);
     let (trace_id, _) = answer.trace_response();
-    // entry: server, 2 clients, load×2, render; leaves: server, work, load, render.
-    let spans = trace_spans(&receiver, &trace_id, 14).await;
+    // entry: server, 2 clients, load, render; leaves: server, work, load, render.
+    let spans = trace_spans(&receiver, &trace_id, 13).await;
     let json = get_json(entry.url()).await.json();
     let calls: Vec<_> = spans
         .into_iter()

@@ -11,3 +11,4 @@ mod failures;
 mod fan_out;
 mod logs;
 mod spans;
+mod templates;
