@@ -9,32 +9,44 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the last spans may take to reach the collector.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// Resolves on the first SIGTERM or Ctrl-C.
-pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Starts listening for SIGTERM and Ctrl-C (SIGINT) at once, so that a
+/// signal arriving before the returned future is first polled still stops
+/// the service gracefully instead of killing it; the future resolves on the
+/// first of them.
+pub fn listen() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        let listen = |kind: SignalKind, name: &'static str| {
+            signal(kind)
+                .inspect_err(|error| tracing::warn!(%error, "cannot listen for {name}"))
+                .ok()
+        };
+        let terminate = listen(SignalKind::terminate(), "SIGTERM");
+        let interrupt = listen(SignalKind::interrupt(), "Ctrl-C");
+        async fn next(signal: Option<Signal>) {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
         }
-    };
+        async move {
+            tokio::select! {
+                () = next(interrupt) => tracing::info!("Ctrl-C: shutting down"),
+                () = next(terminate) => tracing::info!("SIGTERM: shutting down"),
+            }
+        }
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
-        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => tracing::info!("Ctrl-C: shutting down"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for Ctrl-C");
+                std::future::pending::<()>().await
+            }
+        }
     }
 }

@@ -76,6 +76,8 @@ pub fn run(settings: Settings) -> Result<(), StartError> {
 
 async fn serve(settings: Settings, templates: Templates) -> anyhow::Result<()> {
     let telemetry = telemetry::init(&settings)?;
+    // Before anyone can know the port: a SIGTERM from then on stops gracefully.
+    let stop = shutdown::listen();
     let application = Application::bind(&settings, templates).await?;
     tracing::info!(
         url = %format!("http://{}/", application.local_addr()),
@@ -83,7 +85,7 @@ async fn serve(settings: Settings, templates: Templates) -> anyhow::Result<()> {
         next = ?settings.external_call_url.0.iter().map(url::Url::as_str).collect::<Vec<_>>(),
         "listening"
     );
-    let served = application.run_until_stopped(shutdown::signal()).await;
+    let served = application.run_until_stopped(stop).await;
     telemetry.shutdown(shutdown::FLUSH_TIMEOUT).await;
     served.context("the HTTP server failed")
 }
