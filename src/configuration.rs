@@ -73,6 +73,22 @@ pub struct Settings {
     #[arg(long, env = "EXTERNAL_CALL_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub external_call_timeout: u64,
 
+    /// Retries of a call to a next hop that failed in a way worth retrying (no
+    /// answer, a timeout, 5xx but 508, 408, 429), each with a CLIENT span of
+    /// its own; 0–10.
+    #[arg(long, env = "EXTERNAL_CALL_RETRIES", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub external_call_retries: u32,
+
+    /// Whether calls to the next hop(s) carry the trace context (W3C
+    /// traceparent and baggage). `none` plays an uninstrumented client: the
+    /// next hop starts a trace of its own.
+    #[arg(long, env = "PROPAGATION", value_enum, ignore_case = true, default_value_t = Propagation::W3c)]
+    pub propagation: Propagation,
+
+    /// Entries this hop adds to the W3C baggage it passes on, `key=value,...`.
+    #[arg(long, env = "BAGGAGE", value_parser = parse_baggage, default_value = "")]
+    pub baggage: BaggageEntries,
+
     /// Share of requests that fail on purpose (500) after doing their work, 0.0–1.0.
     #[arg(long, env = "ERROR_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub error_rate: f64,
@@ -129,6 +145,17 @@ pub struct CallUrls(pub Vec<Url>);
 pub enum CallMode {
     Sequential,
     Parallel,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BaggageEntries(pub Vec<(String, String)>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Propagation {
+    /// W3C Trace Context and Baggage.
+    W3c,
+    /// Nothing: calls carry no trace context.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -329,6 +356,37 @@ fn parse_call_urls(value: &str) -> Result<CallUrls, String> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map(CallUrls)
+}
+
+/// `key=value,...` as in a W3C `baggage` header, without properties and
+/// percent-encoding: keys are tokens, values plain text without `,;=`.
+fn parse_baggage(value: &str) -> Result<BaggageEntries, String> {
+    let is_key = |key: &str| {
+        !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
+    let is_value = |value: &str| {
+        !value.is_empty()
+            && value
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !",;=\\\"".contains(c))
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| match entry.split_once('=') {
+            Some((key, value)) if is_key(key.trim()) && is_value(value.trim()) => {
+                Ok((key.trim().to_string(), value.trim().to_string()))
+            }
+            _ => Err(format!(
+                "{entry:?} is not key=value (key of letters, digits, . _ -; value of printable ASCII without , ; = \\ \")"
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(BaggageEntries)
 }
 
 fn parse_endpoint(value: &str) -> Result<Url, String> {

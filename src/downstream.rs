@@ -5,13 +5,22 @@ use std::error::Error as StdError;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use http::Extensions;
 use reqwest::header::{ACCEPT, HeaderValue};
-use reqwest::{Method, StatusCode};
-use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
-use reqwest_tracing::{SpanBackendWithUrl, TracingMiddleware};
+use reqwest::{Method, Request, Response, StatusCode};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Extension, Middleware, Next};
+use reqwest_retry::policies::ExponentialBackoff;
+use reqwest_retry::{
+    RetryTransientMiddleware, Retryable, RetryableStrategy, default_on_request_failure,
+    default_on_request_success,
+};
+use reqwest_tracing::{
+    DisableOtelPropagation, ReqwestOtelSpanBackend, TracingMiddleware, default_on_request_end,
+    default_span_name, reqwest_otel_span,
+};
 use url::Url;
 
-use crate::configuration::{CallMethod, CallMode, Settings};
+use crate::configuration::{CallMethod, CallMode, Propagation, Settings};
 use crate::hop::HopReport;
 
 /// How many hops a request has passed; absent on a request from outside the chain.
@@ -22,6 +31,11 @@ pub const PART_HEADER: &str = "x-chain-part";
 /// A next hop's answer beyond this is cut off: a misconfigured URL must not
 /// make this hop buffer a whole website.
 const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+/// Waits between attempts, growing from the first to the last: short, so a
+/// retried call stays readable in one waterfall.
+const RETRY_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const RETRY_BACKOFF_LAST: Duration = Duration::from_millis(100);
 
 /// What the chain answers with, chosen by the entry hop's `Accept` and passed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,10 +113,27 @@ impl Downstream {
             // The next hop is configured, never a proxy's business.
             .no_proxy()
             .build()?;
+        let mut client = ClientBuilder::new(client);
+        if settings.propagation == Propagation::None {
+            // The CLIENT span is still made, but nothing of it goes on the wire.
+            client = client.with_init(Extension(DisableOtelPropagation));
+        }
+        if settings.external_call_retries > 0 {
+            let policy = ExponentialBackoff::builder()
+                .retry_bounds(RETRY_BACKOFF_FIRST, RETRY_BACKOFF_LAST)
+                .build_with_max_retries(settings.external_call_retries);
+            client = client.with(RetryTransientMiddleware::new_with_policy_and_strategy(
+                policy,
+                WorthRetrying,
+            ));
+        }
+        // Inside the retries, so that every attempt is a CLIENT span of its own.
+        let client = client
+            .with(CountAttempts)
+            .with(TracingMiddleware::<ClientSpan>::new())
+            .build();
         Ok(Self {
-            client: ClientBuilder::new(client)
-                .with(TracingMiddleware::<SpanBackendWithUrl>::new())
-                .build(),
+            client,
             urls: settings.external_call_url.0.clone(),
             mode: settings.external_call_mode,
             method: match settings.external_call_method {
@@ -207,6 +238,90 @@ fn root_cause(error: &reqwest_middleware::Error) -> &(dyn StdError + 'static) {
     }
 }
 
+/// The error and its causes, in order; a middleware error counts as the
+/// error it wraps (its own `source` skips that one).
+fn chain<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
+    let mut errors = Vec::new();
+    let mut current = Some(error);
+    while let Some(error) = current {
+        match error.downcast_ref::<reqwest_middleware::Error>() {
+            Some(wrapper) => current = Some(root_cause(wrapper)),
+            None => {
+                errors.push(error);
+                current = error.source();
+            }
+        }
+    }
+    errors
+}
+
+/// Which failed calls are worth another attempt: reqwest-retry's choice
+/// (no answer, a timeout, 5xx, 408, 429), except a 508: a request refused
+/// as a loop is refused again.
+struct WorthRetrying;
+
+impl RetryableStrategy for WorthRetrying {
+    fn handle(&self, result: &reqwest_middleware::Result<Response>) -> Option<Retryable> {
+        match result {
+            Ok(response) if response.status() == StatusCode::LOOP_DETECTED => {
+                Some(Retryable::Fatal)
+            }
+            Ok(response) => default_on_request_success(response),
+            Err(error) => default_on_request_failure(error),
+        }
+    }
+}
+
+/// Which attempt of a call this is: 0 for the first.
+#[derive(Debug, Clone, Copy)]
+struct Attempt(u32);
+
+/// Numbers the attempts the retry middleware makes of one call.
+struct CountAttempts;
+
+#[async_trait::async_trait]
+impl Middleware for CountAttempts {
+    async fn handle(
+        &self,
+        request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let attempt = extensions.get::<Attempt>().map_or(0, |a| a.0 + 1);
+        extensions.insert(Attempt(attempt));
+        next.run(request, extensions).await
+    }
+}
+
+/// The CLIENT span of one attempt: reqwest-tracing's attributes, the URL,
+/// and `http.request.resend_count` on a retry.
+struct ClientSpan;
+
+impl ReqwestOtelSpanBackend for ClientSpan {
+    fn on_request_start(request: &Request, extensions: &mut Extensions) -> tracing::Span {
+        let name = default_span_name(request, extensions);
+        let url = request.url().as_str();
+        let span = reqwest_otel_span!(
+            name = name,
+            request,
+            url.full = url,
+            http.request.resend_count = tracing::field::Empty
+        );
+        if let Some(Attempt(resends)) = extensions.get::<Attempt>().filter(|a| a.0 > 0) {
+            span.record("http.request.resend_count", resends);
+        }
+        span
+    }
+
+    fn on_request_end(
+        span: &tracing::Span,
+        outcome: &reqwest_middleware::Result<Response>,
+        _: &mut Extensions,
+    ) {
+        default_on_request_end(span, outcome);
+    }
+}
+
 /// Reads the body, refusing more than [`MAX_ANSWER_BYTES`].
 async fn read_answer(mut response: reqwest::Response) -> Result<String, AnswerError> {
     let mut body = Vec::new();
@@ -240,24 +355,17 @@ fn interpret(format: Format, from_chain: bool, body: String) -> Answer {
 }
 
 fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if error
+    chain(error).into_iter().any(|error| {
+        error
             .downcast_ref::<reqwest::Error>()
             .is_some_and(reqwest::Error::is_timeout)
-        {
-            return true;
-        }
-        current = error.source();
-    }
-    false
+    })
 }
 
 /// The error and its causes, without repeating the URL reqwest puts in front.
 fn describe(error: &(dyn StdError + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(error);
-    while let Some(error) = current {
+    for error in chain(error) {
         let text = match error.downcast_ref::<reqwest::Error>() {
             Some(reqwest_error) if reqwest_error.url().is_some() => {
                 error_without_url(reqwest_error)
@@ -267,7 +375,6 @@ fn describe(error: &(dyn StdError + 'static)) -> String {
         if !parts.iter().any(|seen| seen.contains(&text)) {
             parts.push(text);
         }
-        current = error.source();
     }
     parts.join(": ")
 }

@@ -25,6 +25,8 @@ pub struct AppState {
     pub error_rate: f64,
     pub max_hops: u32,
     pub trace_link: Option<String>,
+    /// BAGGAGE: entries this hop adds to the baggage it passes on.
+    pub baggage: Arc<[(String, String)]>,
     /// Marks answers as parts of the chain; the value names this hop.
     pub part_header: HeaderValue,
 }
@@ -43,6 +45,7 @@ impl AppState {
             error_rate: settings.error_rate,
             max_hops: settings.max_hops,
             trace_link: settings.trace_link.clone(),
+            baggage: settings.baggage.0.clone().into(),
             part_header: HeaderValue::from_str(&settings.service_name)
                 .unwrap_or_else(|_| HeaderValue::from_static("microservice")),
         })

@@ -11,12 +11,16 @@ use crate::startup::AppState;
 use crate::telemetry::server_span;
 
 pub fn router(state: Arc<AppState>) -> impl Endpoint {
+    let baggage = state.baggage.clone();
     Route::new()
         .at(
             "/",
             get(chain::chain)
                 .post(chain::chain)
-                .around(|next, request| server_span(next, request, "/")),
+                .around(move |next, request| {
+                    let baggage = baggage.clone();
+                    async move { server_span(next, request, "/", &baggage).await }
+                }),
         )
         // Probes stay untraced: they would bury the chain's traces.
         .at("/healthz", get(health::healthz))

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use opentelemetry::baggage::{Baggage, BaggageExt as _};
 use opentelemetry::global;
 use opentelemetry::trace::{SpanContext, TraceContextExt as _};
 use opentelemetry_http::HeaderExtractor;
@@ -23,15 +24,28 @@ pub struct FailureReason {
     pub message: String,
 }
 
-/// Wraps `next` (mounted at `route`) in a SERVER span.
+/// Wraps `next` (mounted at `route`) in a SERVER span. `baggage` is added to
+/// the baggage the request came with; every entry of the result becomes an
+/// attribute of the span and travels on with the calls to the next hops.
 pub async fn server_span<E: Endpoint>(
     next: Arc<E>,
     request: Request,
     route: &'static str,
+    baggage: &[(String, String)],
 ) -> poem::Result<Response> {
-    let parent = global::get_text_map_propagator(|propagator| {
+    let mut parent = global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(request.headers()))
     });
+    if !baggage.is_empty() {
+        let mut merged = Baggage::new();
+        for (key, (value, metadata)) in parent.baggage() {
+            merged.insert_with_metadata(key.clone(), value.clone(), metadata.clone());
+        }
+        for (key, value) in baggage {
+            merged.insert(key.clone(), value.clone());
+        }
+        parent = parent.with_baggage(merged);
+    }
     let method = request.method().as_str().to_owned();
     let (server_address, server_port) = server_address(&request);
     let span = tracing::info_span!(
@@ -55,6 +69,9 @@ pub async fn server_span<E: Endpoint>(
     // Fails only for a span no subscriber records; it then has no context to
     // continue anyway. It must come first: the OpenTelemetry span is built on
     // the first use of its context.
+    for (key, (value, _)) in parent.baggage() {
+        span.set_attribute(key.clone(), value.to_string());
+    }
     let _ = span.set_parent(parent);
     let span_context = span.context().span().span_context().clone();
 

@@ -55,6 +55,16 @@ fn bad_numbers_are_refused() {
     assert_refused("MAX_HOPS", "-1");
     assert_refused("HTTP_PORT", "70000");
     assert_refused("OTEL_TRACES_SAMPLER_ARG", "1.5");
+    assert_refused("EXTERNAL_CALL_RETRIES", "11");
+    assert_refused("EXTERNAL_CALL_RETRIES", "-1");
+}
+
+#[test]
+fn bad_context_settings_are_refused() {
+    assert_refused("PROPAGATION", "b3");
+    assert_refused("BAGGAGE", "lab.customer");
+    assert_refused("BAGGAGE", "lab customer=alice");
+    assert_refused("BAGGAGE", "lab.customer=al,ice=");
 }
 
 #[test]
@@ -127,6 +137,9 @@ fn help_lists_every_variable_with_its_default() {
         "EXTERNAL_CALL_MODE=",
         "EXTERNAL_CALL_METHOD=",
         "EXTERNAL_CALL_TIMEOUT=",
+        "EXTERNAL_CALL_RETRIES=",
+        "PROPAGATION=",
+        "BAGGAGE=",
         "ERROR_RATE=",
         "MAX_HOPS=",
         "TEMPLATES_DIR=",

@@ -10,5 +10,7 @@ mod configuration;
 mod failures;
 mod fan_out;
 mod logs;
+mod propagation;
+mod retries;
 mod spans;
 mod templates;
