@@ -15,6 +15,8 @@ use tokio::sync::oneshot;
 
 /// How long an instance may take to log that it listens.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Output lines kept per stream: the latest, so a long run stays small.
+const KEPT_LINES: usize = 5_000;
 
 /// What one instance gets in its environment. The parent's environment is
 /// not inherited, so a developer's OTEL_* variables cannot leak into a test.
@@ -39,7 +41,7 @@ impl InstanceConfig {
     }
 }
 
-type Lines = Arc<Mutex<Vec<String>>>;
+type Lines = Arc<Mutex<std::collections::VecDeque<String>>>;
 
 pub struct Instance {
     child: Child,
@@ -64,6 +66,14 @@ impl Instance {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe, as pre_exec requires.
+        unsafe {
+            // Should whoever started it die without stopping it, it stops too.
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+            });
+        }
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
@@ -78,17 +88,24 @@ impl Instance {
         }
         let url = tokio::select! {
             url = listening_rx => url.ok(),
-            status = child.wait() => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                bail!("the instance exited with {:?} before listening: {}", status.ok(), lines(&stderr).join("\n"))
-            }
+            _ = child.wait() => None,
             () = tokio::time::sleep(START_TIMEOUT) => None,
         };
         let Some(url) = url else {
-            bail!(
-                "the instance did not log `listening` within {START_TIMEOUT:?}: {}",
-                lines(&stdout).join("\n")
-            );
+            // Its output ended without the line, or it exited: say how, with
+            // what it wrote (the readers need a moment for the last lines).
+            let exited = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match exited {
+                Ok(Ok(status)) => bail!(
+                    "the instance exited with {status} before listening: {}",
+                    lines(&stderr).join("\n")
+                ),
+                _ => bail!(
+                    "the instance did not log `listening` within {START_TIMEOUT:?}: {}",
+                    lines(&stdout).join("\n")
+                ),
+            }
         };
         Ok(Self {
             child,
@@ -118,6 +135,11 @@ impl Instance {
 
     pub fn terminate(&self) -> anyhow::Result<()> {
         kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM).context("sending SIGTERM")
+    }
+
+    /// The exit status, if the process has exited (without waiting).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Waits for the process to exit; `None` when `timeout` passed first.
@@ -162,7 +184,12 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn lines(lines: &Lines) -> Vec<String> {
-    lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    lines
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect()
 }
 
 /// Keeps every line; reports the URL of the first `listening` line.
@@ -178,7 +205,11 @@ async fn collect(
                 let _ = sender.send(url);
             }
         }
-        into.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        let mut kept = into.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == KEPT_LINES {
+            kept.pop_front();
+        }
+        kept.push_back(line);
     }
 }
 

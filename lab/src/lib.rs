@@ -6,6 +6,9 @@
 
 pub mod bench;
 pub mod chain;
+pub mod chain_file;
 pub mod instance;
 pub mod load;
 pub mod receiver;
+pub mod runner;
+pub mod service_binary;

@@ -2,6 +2,8 @@
 //! sending one request after the other, for a fixed time, optionally paced
 //! to a total request rate.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -110,6 +112,63 @@ async fn connection(load: Load, worker: usize, started: Instant, deadline: Insta
 fn trace_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
     let value = headers.get("traceresponse")?.to_str().ok()?;
     value.split('-').nth(1).map(str::to_string)
+}
+
+/// What a [`trickle`] has done so far.
+#[derive(Debug, Default)]
+pub struct TrickleCounts {
+    pub sent: AtomicU64,
+    /// Answered, but not 2xx.
+    pub failed: AtomicU64,
+    /// No answer at all.
+    pub unanswered: AtomicU64,
+}
+
+/// Most requests a trickle has in flight: beyond that, ticks are skipped
+/// rather than piling up on a stuck chain.
+const TRICKLE_IN_FLIGHT: usize = 64;
+
+/// Sends `rate` requests per second to `url`, each on its own, until the
+/// future is dropped: a steady background load that keeps the lab's
+/// dashboards fed. `user_agent` tells its traces apart.
+pub async fn trickle(url: String, rate: f64, user_agent: &str, counts: Arc<TrickleCounts>) {
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .user_agent(user_agent)
+        .no_proxy()
+        .build()
+    else {
+        return;
+    };
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(TRICKLE_IN_FLIGHT));
+    let mut requests = tokio::task::JoinSet::new();
+    loop {
+        ticks.tick().await;
+        while requests.try_join_next().is_some() {}
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            continue;
+        };
+        let (client, url, counts) = (client.clone(), url.clone(), counts.clone());
+        requests.spawn(async move {
+            counts.sent.fetch_add(1, Ordering::Relaxed);
+            match client.get(&url).send().await {
+                Ok(response) => {
+                    let ok = response.status().is_success();
+                    let complete = response.bytes().await.is_ok();
+                    if !ok || !complete {
+                        counts.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(_) => {
+                    counts.unanswered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            drop(permit);
+        });
+    }
 }
 
 /// Throughput and latency of a set of samples.

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message as _;
@@ -41,6 +41,7 @@ impl Protocol {
 pub struct ReceivedSpan {
     pub service: String,
     pub resource: Vec<KeyValue>,
+    pub scope: Option<InstrumentationScope>,
     pub span: Span,
 }
 
@@ -132,6 +133,8 @@ pub enum Retention {
     Full,
     /// A [`SpanStub`] only: cheap enough not to steal the benchmark's CPU.
     Stubs,
+    /// Nothing: each batch goes to the stream of [`OtlpReceiver::start_streaming`].
+    Stream,
 }
 
 /// The least a benchmark needs to account for a span.
@@ -145,6 +148,7 @@ pub struct SpanStub {
 #[derive(Default)]
 struct Shared {
     retention: Retention,
+    stream: Option<tokio::sync::mpsc::UnboundedSender<Vec<ReceivedSpan>>>,
     spans: Mutex<Vec<ReceivedSpan>>,
     stubs: Mutex<Vec<SpanStub>>,
     arrived: Notify,
@@ -187,20 +191,28 @@ impl Shared {
             let service_stub: Arc<str> = Arc::from(service.as_str());
             for scope_spans in resource_spans.scope_spans {
                 for span in scope_spans.spans {
-                    stubs.push(SpanStub {
-                        trace_id: trace_id_number(&span.trace_id),
-                        service: service_stub.clone(),
-                        kind: SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified),
-                    });
-                    if self.retention == Retention::Full {
+                    if self.retention != Retention::Stream {
+                        stubs.push(SpanStub {
+                            trace_id: trace_id_number(&span.trace_id),
+                            service: service_stub.clone(),
+                            kind: SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified),
+                        });
+                    }
+                    if matches!(self.retention, Retention::Full | Retention::Stream) {
                         received.push(ReceivedSpan {
                             service: service.clone(),
                             resource: resource.clone(),
+                            scope: scope_spans.scope.clone(),
                             span,
                         });
                     }
                 }
             }
+        }
+        if let Some(stream) = &self.stream {
+            // The other end gone means its owner is stopping: nothing to keep.
+            let _ = stream.send(received);
+            return;
         }
         self.stubs
             .lock()
@@ -241,18 +253,33 @@ impl OtlpReceiver {
 
     /// Starts on a free port, keeping only [`SpanStub`]s.
     pub fn start_counting(protocol: Protocol) -> anyhow::Result<Self> {
-        Self::start_with(protocol, "127.0.0.1:0".parse()?, Retention::Stubs)
+        Self::start_with(protocol, "127.0.0.1:0".parse()?, Retention::Stubs, None)
     }
 
     /// Starts on `addr`, e.g. where an instance already expects its collector.
     pub fn start_at(protocol: Protocol, addr: SocketAddr) -> anyhow::Result<Self> {
-        Self::start_with(protocol, addr, Retention::Full)
+        Self::start_with(protocol, addr, Retention::Full, None)
+    }
+
+    /// Starts on `addr`, keeping nothing: every export request's spans come
+    /// out of the returned stream, one batch per request.
+    pub fn start_streaming(
+        protocol: Protocol,
+        addr: SocketAddr,
+    ) -> anyhow::Result<(
+        Self,
+        tokio::sync::mpsc::UnboundedReceiver<Vec<ReceivedSpan>>,
+    )> {
+        let (sender, batches) = tokio::sync::mpsc::unbounded_channel();
+        let receiver = Self::start_with(protocol, addr, Retention::Stream, Some(sender))?;
+        Ok((receiver, batches))
     }
 
     fn start_with(
         protocol: Protocol,
         addr: SocketAddr,
         retention: Retention,
+        stream: Option<tokio::sync::mpsc::UnboundedSender<Vec<ReceivedSpan>>>,
     ) -> anyhow::Result<Self> {
         let listener = StdTcpListener::bind(addr)
             .with_context(|| format!("binding the receiver on {addr}"))?;
@@ -262,6 +289,7 @@ impl OtlpReceiver {
             addr,
             shared: Arc::new(Shared {
                 retention,
+                stream,
                 ..Shared::default()
             }),
             runtime: Mutex::new(None),
@@ -434,7 +462,7 @@ async fn serve_http(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> a
             poem::Error::from_string(e.to_string(), poem::http::StatusCode::BAD_REQUEST)
         };
         match shared.retention {
-            Retention::Full => {
+            Retention::Full | Retention::Stream => {
                 let request = ExportTraceServiceRequest::decode(bytes).map_err(bad_request)?;
                 shared.accept(request).await;
             }

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::chain::Chain;
@@ -715,16 +714,6 @@ async fn shutdown_under_load(config: &BenchConfig, hop: usize) -> anyhow::Result
 
 fn round(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
-}
-
-/// Where to find the service: `--service-bin`, else next to this binary.
-pub fn locate_service(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = explicit {
-        return Ok(path);
-    }
-    crate::instance::sibling_binary("microservice").context(
-        "no microservice binary next to lab-bench: run `cargo build --release` first, or pass --service-bin",
-    )
 }
 
 #[cfg(test)]

@@ -71,9 +71,6 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<bool> {
-    if args.service_bin.is_none() {
-        build_service()?;
-    }
     let config = BenchConfig {
         templates_dir: args.templates_dir,
         protocol: args.protocol,
@@ -83,7 +80,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         rounds: args.rounds,
         warmup: Duration::from_secs_f64(args.warmup),
         phase: Duration::from_secs_f64(args.phase),
-        ..BenchConfig::new(bench::locate_service(args.service_bin)?)
+        ..BenchConfig::new(lab::service_binary::locate(args.service_bin, "lab-bench")?)
     };
     let report = bench::run(&config, &|step| eprintln!("lab-bench: {step}")).await?;
     let json = serde_json::to_string_pretty(&report)?;
@@ -96,35 +93,6 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         print!("{}", report::table(&report));
     }
     Ok(report.targets.iter().all(|t| t.met))
-}
-
-/// Under `cargo run`, builds the service in the same profile as this binary,
-/// so the benchmark never measures a stale one.
-fn build_service() -> anyhow::Result<()> {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return Ok(());
-    };
-    let exe = std::env::current_exe()?;
-    let profile = exe
-        .parent()
-        .and_then(|dir| dir.file_name())
-        .and_then(|name| name.to_str())
-        .unwrap_or("release");
-    let profile = if profile == "debug" { "dev" } else { profile };
-    eprintln!("lab-bench: building the service ({profile} profile)");
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--package",
-            "microservice",
-            "--profile",
-            profile,
-        ])
-        .status()
-        .context("running cargo build")?;
-    anyhow::ensure!(status.success(), "cargo build of the service failed");
-    Ok(())
 }
 
 fn parse_protocol(value: &str) -> Result<Protocol, String> {

@@ -1,0 +1,368 @@
+//! The lab runner (`cargo run`): starts a chain of `microservice` processes,
+//! receives their spans itself and shows each finished trace as a waterfall
+//! in the terminal; optionally forwards the spans to a real collector and
+//! keeps a trickle of requests going. Ctrl-C or SIGTERM stops every hop it
+//! started, each flushing its spans first.
+
+pub mod forward;
+pub mod tail_sampling;
+pub mod trace_view;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::chain_file::Chain;
+use crate::instance::{Instance, InstanceConfig};
+use crate::load::{self, TrickleCounts};
+use crate::receiver::{OtlpReceiver, Protocol};
+use forward::Forwarder;
+use tail_sampling::TailSampling;
+use trace_view::{Assembler, Style, Trace};
+
+/// User agent of the runner's own load: its traces are counted, not drawn.
+pub const LOAD_USER_AGENT: &str = concat!("lab-load/", env!("CARGO_PKG_VERSION"));
+
+/// How quickly hops export: a trace should show within a second or two.
+const HOP_EXPORT_DELAY_MS: &str = "200";
+/// Quiet time after a root span before its trace is drawn.
+const SETTLE: Duration = Duration::from_millis(600);
+/// A trace whose root never arrives is drawn after this long.
+const GIVE_UP: Duration = Duration::from_secs(4);
+/// How long hops get to stop and flush before they are killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(8);
+const LOAD_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+pub struct RunnerConfig {
+    pub chain: Chain,
+    /// What the chain is, for the banner (an exercise's title, a file).
+    pub label: String,
+    pub binary: PathBuf,
+    /// Also send every span to this collector (OTLP/HTTP base URL).
+    pub forward_to: Option<String>,
+    /// Requests per second the runner sends to the entry on its own.
+    pub load_rate: Option<f64>,
+    /// Draw the traces of that load too.
+    pub show_load: bool,
+    pub style: Style,
+    /// Where the runner's receiver listens (port 0: any).
+    pub receiver_addr: SocketAddr,
+    /// Decides, per finished trace, whether it is kept (forwarded); `None`
+    /// keeps every trace.
+    pub tail_sampling: Option<TailSampling>,
+}
+
+/// A hop process and what the banner says of it.
+struct Hop {
+    index: usize,
+    instance: Instance,
+}
+
+pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
+    let mut stop = stop_signal();
+    let (receiver, mut batches) =
+        OtlpReceiver::start_streaming(Protocol::HttpProtobuf, config.receiver_addr)?;
+    let mut hops = start_hops(&config, &receiver).await?;
+    let chain = &config.chain;
+    let entry_url = hops
+        .iter()
+        .find(|hop| hop.index == 0)
+        .map(|hop| hop.instance.url().to_string())
+        .unwrap_or_default();
+
+    let mut out = std::io::stdout();
+    let _ = write!(out, "{}", banner(&config, &hops, &receiver, &entry_url));
+    let _ = out.flush();
+
+    let forwarder = config
+        .forward_to
+        .as_deref()
+        .map(Forwarder::start)
+        .transpose()?;
+    let load_counts = Arc::new(TrickleCounts::default());
+    let load_task = config.load_rate.map(|rate| {
+        tokio::spawn(load::trickle(
+            entry_url.clone(),
+            rate,
+            LOAD_USER_AGENT,
+            load_counts.clone(),
+        ))
+    });
+
+    let mut assembler = Assembler::new(SETTLE, GIVE_UP);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_report = (Instant::now(), 0u64, 0u64, 0u64);
+    let failure = loop {
+        tokio::select! {
+            () = &mut stop => break None,
+            Some(batch) = batches.recv() => assembler.add(batch, Instant::now()),
+            _ = tick.tick() => {
+                for trace in assembler.finished(Instant::now()) {
+                    show(&config, &trace, forwarder.as_ref(), &mut out);
+                }
+                if let Some(exit) = hops.iter_mut().find_map(|hop| {
+                    hop.instance.exited().map(|status| (hop.index, status))
+                }) {
+                    break Some(exit);
+                }
+                if load_task.is_some() && last_report.0.elapsed() >= LOAD_REPORT_EVERY {
+                    last_report = report_load(&load_counts, last_report, &mut out);
+                }
+            }
+        }
+    };
+
+    if let Some(task) = &load_task {
+        task.abort();
+    }
+    // Every hop at once: each drains its requests and flushes its spans.
+    for hop in &hops {
+        let _ = hop.instance.terminate();
+    }
+    for hop in &mut hops {
+        if hop.instance.wait(STOP_TIMEOUT).await.is_none() {
+            eprintln!(
+                "lab: {} did not stop within {STOP_TIMEOUT:?}; killing it",
+                chain.service_name(hop.index)
+            );
+        }
+    }
+    // The hops flushed before exiting; take what is still on its way in.
+    let quiet = Instant::now() + Duration::from_millis(300);
+    while let Ok(Some(batch)) = tokio::time::timeout_at(quiet.into(), batches.recv()).await {
+        assembler.add(batch, Instant::now());
+    }
+    for trace in assembler.drain() {
+        show(&config, &trace, forwarder.as_ref(), &mut out);
+    }
+    if let Some(forwarder) = forwarder {
+        forwarder.finish(Duration::from_secs(5)).await;
+    }
+    drop(receiver);
+    match failure {
+        None => {
+            let _ = writeln!(out, "lab: stopped {} hop{}", hops.len(), plural(hops.len()));
+            Ok(())
+        }
+        Some((index, status)) => {
+            let hop = hops.iter().find(|hop| hop.index == index);
+            let last_lines = hop
+                .map(|hop| {
+                    let mut lines = hop.instance.stdout();
+                    lines.extend(hop.instance.stderr());
+                    let from = lines.len().saturating_sub(5);
+                    lines[from..].join("\n  ")
+                })
+                .unwrap_or_default();
+            anyhow::bail!(
+                "hop `{}` ({}) exited on its own with {status}; the others were stopped. Its last lines:\n  {last_lines}",
+                chain.hops[index].name,
+                chain.service_name(index)
+            )
+        }
+    }
+}
+
+/// Starts every hop after the hops it calls; if one cannot start, stops the
+/// ones already running and says which hop and why.
+async fn start_hops(config: &RunnerConfig, receiver: &OtlpReceiver) -> anyhow::Result<Vec<Hop>> {
+    let chain = &config.chain;
+    let mut urls: Vec<Option<String>> = vec![None; chain.hops.len()];
+    let mut hops: Vec<Hop> = Vec::with_capacity(chain.hops.len());
+    for &index in &chain.start_order {
+        let spec = &chain.hops[index];
+        let callee_urls: Vec<String> = chain.calls[index]
+            .iter()
+            .filter_map(|&callee| urls[callee].clone())
+            .collect();
+        let instance_config = InstanceConfig::new()
+            .envs(receiver.env())
+            .env("OTEL_BSP_SCHEDULE_DELAY", HOP_EXPORT_DELAY_MS)
+            .env("HTTP_PORT", spec.port.to_string())
+            .envs(spec.environment(&callee_urls));
+        match Instance::spawn(&config.binary, &instance_config).await {
+            Ok(instance) => {
+                urls[index] = Some(instance.url().to_string());
+                hops.push(Hop { index, instance });
+            }
+            Err(error) => {
+                for hop in &hops {
+                    let _ = hop.instance.terminate();
+                }
+                for hop in &mut hops {
+                    hop.instance.wait(STOP_TIMEOUT).await;
+                }
+                let reason = format!("{error:#}");
+                let hint = if reason.contains("Address already in use") {
+                    format!(
+                        "port {} is taken by another program; stop it, or give the hop another port in a chain file (--chain)",
+                        spec.port
+                    )
+                } else {
+                    reason
+                };
+                anyhow::bail!(
+                    "hop `{}` ({}) could not start: {hint}; the {} hop{} already started were stopped",
+                    spec.name,
+                    chain.service_name(index),
+                    hops.len(),
+                    plural(hops.len())
+                );
+            }
+        }
+    }
+    Ok(hops)
+}
+
+fn banner(config: &RunnerConfig, hops: &[Hop], receiver: &OtlpReceiver, entry_url: &str) -> String {
+    let chain = &config.chain;
+    let mut text = format!(
+        "lab: {} — {} hop{}, their spans come here (OTLP/HTTP on {})",
+        config.label,
+        chain.hops.len(),
+        plural(chain.hops.len()),
+        receiver.endpoint()
+    );
+    if let Some(endpoint) = &config.forward_to {
+        text.push_str(&format!(" and go on to {endpoint}"));
+    }
+    text.push('\n');
+    let width = (0..chain.hops.len())
+        .map(|i| chain.service_name(i).len())
+        .max()
+        .unwrap_or(0);
+    for (index, spec) in chain.hops.iter().enumerate() {
+        let url = hops
+            .iter()
+            .find(|hop| hop.index == index)
+            .map_or("", |hop| hop.instance.url());
+        let callees: Vec<String> = chain.calls[index]
+            .iter()
+            .map(|&callee| chain.service_name(callee))
+            .collect();
+        let mut line = format!(
+            "  {:<width$}  {url:<24}  {:>4} ms",
+            chain.service_name(index),
+            spec.response_time
+        );
+        if spec.jitter > 0 {
+            line.push_str(&format!(" ± {}", spec.jitter));
+        }
+        if !callees.is_empty() {
+            let mode = match (callees.len(), spec.call_mode) {
+                (1, _) => "",
+                (_, crate::chain_file::CallMode::Parallel) => " (in parallel)",
+                (_, crate::chain_file::CallMode::Sequential) => " (one after the other)",
+            };
+            line.push_str(&format!("  → {}{mode}", callees.join(", ")));
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "\nOpen {entry_url} in a browser (or: curl -s {entry_url} >/dev/null): the trace of each request appears below.\n"
+    ));
+    if let Some(rate) = config.load_rate {
+        text.push_str(&format!(
+            "A load of {rate} requests/s runs in the background; its traces are counted every {} s, not drawn{}.\n",
+            LOAD_REPORT_EVERY.as_secs(),
+            if config.show_load { " (--show-load: drawn too)" } else { "" }
+        ));
+    }
+    text.push_str("Ctrl-C stops the lab.\n\n");
+    text
+}
+
+/// Draws one finished trace (unless it is the runner's own load) and
+/// forwards it when kept.
+fn show(
+    config: &RunnerConfig,
+    trace: &Trace,
+    forwarder: Option<&Forwarder>,
+    out: &mut impl std::io::Write,
+) {
+    let (keep, note) = match &config.tail_sampling {
+        Some(policies) => {
+            let (keep, note) = policies.decide(trace);
+            (keep, Some(note))
+        }
+        None => (true, None),
+    };
+    if keep {
+        if let Some(forwarder) = forwarder {
+            forwarder.send(trace.spans.clone());
+        }
+    }
+    if is_load(trace) && !config.show_load {
+        return;
+    }
+    let _ = write!(
+        out,
+        "{}",
+        trace_view::render(trace, note.as_deref(), config.style)
+    );
+    let _ = out.flush();
+}
+
+/// A trace the runner's own load started.
+fn is_load(trace: &Trace) -> bool {
+    trace
+        .root()
+        .and_then(|root| root.attr("user_agent.original"))
+        .is_some_and(|agent| agent.starts_with("lab-load/"))
+}
+
+fn report_load(
+    counts: &TrickleCounts,
+    (since, sent_before, failed_before, unanswered_before): (Instant, u64, u64, u64),
+    out: &mut impl std::io::Write,
+) -> (Instant, u64, u64, u64) {
+    let sent = counts.sent.load(Ordering::Relaxed);
+    let failed = counts.failed.load(Ordering::Relaxed);
+    let unanswered = counts.unanswered.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "load: {} requests in the last {:.0} s, {} answered non-2xx, {} unanswered\n",
+        sent - sent_before,
+        since.elapsed().as_secs_f64(),
+        failed - failed_before,
+        unanswered - unanswered_before
+    );
+    let _ = out.flush();
+    (Instant::now(), sent, failed, unanswered)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Resolves on the first SIGTERM or Ctrl-C; listening starts at once.
+fn stop_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        Box::pin(async move {
+            let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(terminate) => {}
+                () = wait(interrupt) => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
