@@ -132,7 +132,7 @@ impl Sampler {
 /// A chain that passed every check: who calls whom by index, and an order
 /// in which every hop starts after the hops it calls.
 #[derive(Debug, Clone)]
-pub struct Chain {
+pub struct Topology {
     pub hops: Vec<HopSpec>,
     pub calls: Vec<Vec<usize>>,
     pub start_order: Vec<usize>,
@@ -144,7 +144,7 @@ impl ChainFile {
     }
 
     /// Reads and checks `path`; every error names the file.
-    pub fn read(path: &Path) -> anyhow::Result<Chain> {
+    pub fn read(path: &Path) -> anyhow::Result<Topology> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the chain file {}", path.display()))?;
         Self::parse(&text)
@@ -153,7 +153,7 @@ impl ChainFile {
     }
 
     /// The checks the NixOS lab makes of its chain, with the same words.
-    pub fn check(self) -> anyhow::Result<Chain> {
+    pub fn check(self) -> anyhow::Result<Topology> {
         let hops = self.hops;
         anyhow::ensure!(!hops.is_empty(), "the chain must contain at least one hop");
         let mut by_name: HashMap<&str, usize> = HashMap::new();
@@ -219,7 +219,7 @@ impl ChainFile {
             calls.push(callees);
         }
         let start_order = callees_first(&hops, &calls)?;
-        Ok(Chain {
+        Ok(Topology {
             hops,
             calls,
             start_order,
@@ -278,7 +278,7 @@ fn callees_first(hops: &[HopSpec], calls: &[Vec<usize>]) -> anyhow::Result<Vec<u
     Ok(order)
 }
 
-impl Chain {
+impl Topology {
     /// The lab's default chain.
     pub fn default_chain() -> anyhow::Result<Self> {
         ChainFile::parse(DEFAULT_CHAIN)?.check()
@@ -356,7 +356,7 @@ impl HopSpec {
 mod tests {
     use super::*;
 
-    fn check(json: &str) -> Result<Chain, String> {
+    fn check(json: &str) -> Result<Topology, String> {
         ChainFile::parse(json)
             .and_then(ChainFile::check)
             .map_err(|e| format!("{e:#}"))
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn the_default_chain_is_three_hops_in_a_row() {
-        let chain = Chain::default_chain().unwrap();
+        let chain = Topology::default_chain().unwrap();
         let ports: Vec<u16> = chain.hops.iter().map(|h| h.port).collect();
         assert_eq!(ports, [8080, 8081, 8082]);
         assert_eq!(chain.calls, [vec![1], vec![2], vec![]]);

@@ -142,6 +142,11 @@ impl Instance {
         self.child.try_wait().ok().flatten()
     }
 
+    /// SIGKILL, and waits for it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// Waits for the process to exit; `None` when `timeout` passed first.
     pub async fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         tokio::time::timeout(timeout, self.child.wait())

@@ -157,7 +157,7 @@ async fn a_taken_port_is_named_and_the_hops_already_started_are_stopped() {
         "{output}"
     );
     assert!(
-        output.contains("the 1 hop already started were stopped"),
+        output.contains("the 1 hop already started was stopped"),
         "{output}"
     );
     assert!(

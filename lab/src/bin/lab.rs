@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lab::chain_file::{Chain, ChainFile};
+use lab::chain_file::{ChainFile, Topology};
 use lab::runner::trace_view::Style;
 use lab::runner::{self, RunnerConfig};
 
@@ -61,7 +61,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let (chain, label) = match &args.chain {
         Some(path) => (ChainFile::read(path)?, format!("chain {}", path.display())),
-        None => (Chain::default_chain()?, "the default chain".to_string()),
+        None => (Topology::default_chain()?, "the default chain".to_string()),
     };
     let binary = lab::service_binary::locate(args.service_bin, "lab")?;
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();

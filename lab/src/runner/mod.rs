@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::chain_file::Chain;
-use crate::instance::{Instance, InstanceConfig};
+use crate::chain::{Chain, STOP_TIMEOUT};
+use crate::chain_file::Topology;
+use crate::instance::InstanceConfig;
 use crate::load::{self, TrickleCounts};
 use crate::receiver::{OtlpReceiver, Protocol};
 use forward::Forwarder;
@@ -32,12 +33,10 @@ const HOP_EXPORT_DELAY_MS: &str = "200";
 const SETTLE: Duration = Duration::from_millis(600);
 /// A trace whose root never arrives is drawn after this long.
 const GIVE_UP: Duration = Duration::from_secs(4);
-/// How long hops get to stop and flush before they are killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(8);
 const LOAD_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 pub struct RunnerConfig {
-    pub chain: Chain,
+    pub chain: Topology,
     /// What the chain is, for the banner (an exercise's title, a file).
     pub label: String,
     pub binary: PathBuf,
@@ -55,26 +54,19 @@ pub struct RunnerConfig {
     pub tail_sampling: Option<TailSampling>,
 }
 
-/// A hop process and what the banner says of it.
-struct Hop {
-    index: usize,
-    instance: Instance,
-}
-
 pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     let mut stop = stop_signal();
     let (receiver, mut batches) =
         OtlpReceiver::start_streaming(Protocol::HttpProtobuf, config.receiver_addr)?;
-    let mut hops = start_hops(&config, &receiver).await?;
+    let common = InstanceConfig::new()
+        .envs(receiver.env())
+        .env("OTEL_BSP_SCHEDULE_DELAY", HOP_EXPORT_DELAY_MS);
+    let mut running = Chain::start_topology(&config.binary, &common, &config.chain).await?;
     let chain = &config.chain;
-    let entry_url = hops
-        .iter()
-        .find(|hop| hop.index == 0)
-        .map(|hop| hop.instance.url().to_string())
-        .unwrap_or_default();
+    let entry_url = running.entry().url().to_string();
 
     let mut out = std::io::stdout();
-    let _ = write!(out, "{}", banner(&config, &hops, &receiver, &entry_url));
+    let _ = write!(out, "{}", banner(&config, &running, &receiver));
     let _ = out.flush();
 
     let forwarder = config
@@ -103,8 +95,8 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
                 for trace in assembler.finished(Instant::now()) {
                     show(&config, &trace, forwarder.as_ref(), &mut out);
                 }
-                if let Some(exit) = hops.iter_mut().find_map(|hop| {
-                    hop.instance.exited().map(|status| (hop.index, status))
+                if let Some(exit) = running.hops.iter_mut().enumerate().find_map(|(index, hop)| {
+                    hop.exited().map(|status| (index, status))
                 }) {
                     break Some(exit);
                 }
@@ -118,17 +110,11 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     if let Some(task) = &load_task {
         task.abort();
     }
-    // Every hop at once: each drains its requests and flushes its spans.
-    for hop in &hops {
-        let _ = hop.instance.terminate();
-    }
-    for hop in &mut hops {
-        if hop.instance.wait(STOP_TIMEOUT).await.is_none() {
-            eprintln!(
-                "lab: {} did not stop within {STOP_TIMEOUT:?}; killing it",
-                chain.service_name(hop.index)
-            );
-        }
+    for index in running.stop(STOP_TIMEOUT).await {
+        eprintln!(
+            "lab: {} did not stop within {STOP_TIMEOUT:?} and was killed",
+            chain.service_name(index)
+        );
     }
     // The hops flushed before exiting; take what is still on its way in.
     let quiet = Instant::now() + Duration::from_millis(300);
@@ -144,19 +130,15 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     drop(receiver);
     match failure {
         None => {
-            let _ = writeln!(out, "lab: stopped {} hop{}", hops.len(), plural(hops.len()));
+            let count = running.hops.len();
+            let _ = writeln!(out, "lab: stopped {count} hop{}", plural(count));
             Ok(())
         }
         Some((index, status)) => {
-            let hop = hops.iter().find(|hop| hop.index == index);
-            let last_lines = hop
-                .map(|hop| {
-                    let mut lines = hop.instance.stdout();
-                    lines.extend(hop.instance.stderr());
-                    let from = lines.len().saturating_sub(5);
-                    lines[from..].join("\n  ")
-                })
-                .unwrap_or_default();
+            let hop = &running.hops[index];
+            let mut lines = hop.stdout();
+            lines.extend(hop.stderr());
+            let last_lines = lines[lines.len().saturating_sub(5)..].join("\n  ");
             anyhow::bail!(
                 "hop `{}` ({}) exited on its own with {status}; the others were stopped. Its last lines:\n  {last_lines}",
                 chain.hops[index].name,
@@ -166,58 +148,8 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     }
 }
 
-/// Starts every hop after the hops it calls; if one cannot start, stops the
-/// ones already running and says which hop and why.
-async fn start_hops(config: &RunnerConfig, receiver: &OtlpReceiver) -> anyhow::Result<Vec<Hop>> {
-    let chain = &config.chain;
-    let mut urls: Vec<Option<String>> = vec![None; chain.hops.len()];
-    let mut hops: Vec<Hop> = Vec::with_capacity(chain.hops.len());
-    for &index in &chain.start_order {
-        let spec = &chain.hops[index];
-        let callee_urls: Vec<String> = chain.calls[index]
-            .iter()
-            .filter_map(|&callee| urls[callee].clone())
-            .collect();
-        let instance_config = InstanceConfig::new()
-            .envs(receiver.env())
-            .env("OTEL_BSP_SCHEDULE_DELAY", HOP_EXPORT_DELAY_MS)
-            .env("HTTP_PORT", spec.port.to_string())
-            .envs(spec.environment(&callee_urls));
-        match Instance::spawn(&config.binary, &instance_config).await {
-            Ok(instance) => {
-                urls[index] = Some(instance.url().to_string());
-                hops.push(Hop { index, instance });
-            }
-            Err(error) => {
-                for hop in &hops {
-                    let _ = hop.instance.terminate();
-                }
-                for hop in &mut hops {
-                    hop.instance.wait(STOP_TIMEOUT).await;
-                }
-                let reason = format!("{error:#}");
-                let hint = if reason.contains("Address already in use") {
-                    format!(
-                        "port {} is taken by another program; stop it, or give the hop another port in a chain file (--chain)",
-                        spec.port
-                    )
-                } else {
-                    reason
-                };
-                anyhow::bail!(
-                    "hop `{}` ({}) could not start: {hint}; the {} hop{} already started were stopped",
-                    spec.name,
-                    chain.service_name(index),
-                    hops.len(),
-                    plural(hops.len())
-                );
-            }
-        }
-    }
-    Ok(hops)
-}
-
-fn banner(config: &RunnerConfig, hops: &[Hop], receiver: &OtlpReceiver, entry_url: &str) -> String {
+fn banner(config: &RunnerConfig, running: &Chain, receiver: &OtlpReceiver) -> String {
+    let entry_url = running.entry().url();
     let chain = &config.chain;
     let mut text = format!(
         "lab: {} — {} hop{}, their spans come here (OTLP/HTTP on {})",
@@ -235,10 +167,7 @@ fn banner(config: &RunnerConfig, hops: &[Hop], receiver: &OtlpReceiver, entry_ur
         .max()
         .unwrap_or(0);
     for (index, spec) in chain.hops.iter().enumerate() {
-        let url = hops
-            .iter()
-            .find(|hop| hop.index == index)
-            .map_or("", |hop| hop.instance.url());
+        let url = running.hops[index].url();
         let callees: Vec<String> = chain.calls[index]
             .iter()
             .map(|&callee| chain.service_name(callee))
