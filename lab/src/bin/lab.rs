@@ -20,8 +20,17 @@ use lab::runner::{self, RunnerConfig};
 struct Args {
     /// A chain file: {"hops": [...]} as services.tracing-lab.chain has them
     /// (the VM's /etc/tracing-lab/lab.json works too).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "exercise")]
     chain: Option<PathBuf>,
+
+    /// Run an exercise (see --list-exercises): its chain, and for
+    /// tail-sampling the collector's decision on each trace.
+    #[arg(long, value_name = "NAME")]
+    exercise: Option<String>,
+
+    /// List the exercises, a line each, and exit.
+    #[arg(long)]
+    list_exercises: bool,
 
     /// Also send every span to a collector, e.g. Tempo or Jaeger, over
     /// OTLP/HTTP (base URL: /v1/traces is appended).
@@ -59,22 +68,38 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let (chain, label) = match &args.chain {
-        Some(path) => (ChainFile::read(path)?, format!("chain {}", path.display())),
-        None => (Topology::default_chain()?, "the default chain".to_string()),
+    let exercises_dir = lab::exercises::directory();
+    if args.list_exercises {
+        for exercise in lab::exercises::all(&exercises_dir)? {
+            println!("{:<22} {}", exercise.name, exercise.summary);
+        }
+        return Ok(());
+    }
+    let (mut tail_sampling, mut intro) = (None, None);
+    let (chain, label) = match (&args.chain, &args.exercise) {
+        (Some(path), _) => (ChainFile::read(path)?, format!("chain {}", path.display())),
+        (None, Some(name)) => {
+            let exercise = lab::exercises::find(&exercises_dir, name)?;
+            tail_sampling = exercise.tail_sampling()?;
+            intro = Some(format!("What to look for: {}", exercise.look_for));
+            let label = format!("exercise {}: {}", exercise.name, exercise.title);
+            (exercise.topology, label)
+        }
+        (None, None) => (Topology::default_chain()?, "the default chain".to_string()),
     };
     let binary = lab::service_binary::locate(args.service_bin, "lab")?;
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     runner::run(RunnerConfig {
         chain,
         label,
+        intro: intro.map(|text| wrap(&text, 88)),
         binary,
         forward_to: args.otlp_endpoint,
         load_rate: args.load,
         show_load: args.show_load,
         style: if colour { Style::Colour } else { Style::Plain },
         receiver_addr: args.receiver,
-        tail_sampling: None,
+        tail_sampling,
     })
     .await
 }
@@ -92,4 +117,21 @@ fn parse_rate(value: &str) -> Result<f64, String> {
         Ok(rate) if rate > 0.0 && rate <= 1000.0 => Ok(rate),
         _ => Err("expected requests per second, more than 0 and at most 1000".into()),
     }
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces.
+fn wrap(text: &str, width: usize) -> String {
+    let mut lines: Vec<String> = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("one line at least");
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(word.to_string());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines.join("\n")
 }

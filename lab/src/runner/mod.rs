@@ -39,6 +39,8 @@ pub struct RunnerConfig {
     pub chain: Topology,
     /// What the chain is, for the banner (an exercise's title, a file).
     pub label: String,
+    /// A paragraph for the banner: what an exercise is about.
+    pub intro: Option<String>,
     pub binary: PathBuf,
     /// Also send every span to this collector (OTLP/HTTP base URL).
     pub forward_to: Option<String>,
@@ -189,6 +191,11 @@ fn banner(config: &RunnerConfig, running: &Chain, receiver: &OtlpReceiver) -> St
             line.push_str(&format!("  → {}{mode}", callees.join(", ")));
         }
         text.push_str(&line);
+        text.push('\n');
+    }
+    if let Some(intro) = &config.intro {
+        text.push('\n');
+        text.push_str(intro);
         text.push('\n');
     }
     text.push_str(&format!(

@@ -1,4 +1,5 @@
 //! Running the `lab` binary as a user would, and reading what it prints.
+#![allow(dead_code)] // each test crate uses a part of it
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};

@@ -1,0 +1,228 @@
+//! The exercises: one JSON file each under `exercises/`, read here and by
+//! the NixOS lab (`builtins.fromJSON`). A file is a chain file (`hops`) plus
+//! what makes it an exercise:
+//!
+//! - `order`, `title`, `summary`: for listings;
+//! - `lookFor`: what the learner should find, printed when it starts;
+//! - `variants`: a second way to run it, `<name>-<variant>`, as per-hop
+//!   settings over the base chain (`{"hops": {"<hop>": {"callMode": …}}}`);
+//! - `collector`: processors the collector needs (`tail_sampling`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::chain_file::{ChainFile, Topology};
+use crate::runner::tail_sampling::TailSampling;
+
+/// The checkout's `exercises/`; `LAB_EXERCISES_DIR` points elsewhere.
+pub fn directory() -> PathBuf {
+    std::env::var_os("LAB_EXERCISES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../exercises"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ExerciseFile {
+    order: u32,
+    title: String,
+    summary: String,
+    hops: Vec<Value>,
+    #[serde(default)]
+    variants: BTreeMap<String, VariantFile>,
+    #[serde(default)]
+    collector: Option<Collector>,
+    look_for: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariantFile {
+    summary: String,
+    /// Per hop name, the settings that differ from the base chain.
+    hops: BTreeMap<String, Map<String, Value>>,
+}
+
+/// What the collector must do for an exercise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collector {
+    pub tail_sampling: Option<Value>,
+}
+
+/// One runnable exercise: a file, or a variant of one.
+#[derive(Debug, Clone)]
+pub struct Exercise {
+    pub name: String,
+    pub order: (u32, u32),
+    pub title: String,
+    pub summary: String,
+    pub look_for: String,
+    pub topology: Topology,
+    pub collector: Option<Collector>,
+}
+
+impl Exercise {
+    /// The tail-sampling policies the runner plays, when the collector has them.
+    pub fn tail_sampling(&self) -> anyhow::Result<Option<TailSampling>> {
+        self.collector
+            .as_ref()
+            .and_then(|c| c.tail_sampling.as_ref())
+            .map(TailSampling::from_settings)
+            .transpose()
+            .with_context(|| format!("exercise {}", self.name))
+    }
+}
+
+/// Every exercise of `dir`, variants after their base, in the files' order.
+pub fn all(dir: &Path) -> anyhow::Result<Vec<Exercise>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the exercises in {}", dir.display()))?;
+    let mut exercises = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        exercises.extend(read(&path, name).with_context(|| format!("{}", path.display()))?);
+    }
+    exercises.sort_by_key(|e| e.order);
+    Ok(exercises)
+}
+
+/// The exercise called `name` (a variant: `<exercise>-<variant>`).
+pub fn find(dir: &Path, name: &str) -> anyhow::Result<Exercise> {
+    let exercises = all(dir)?;
+    let names: Vec<&str> = exercises.iter().map(|e| e.name.as_str()).collect();
+    exercises
+        .iter()
+        .find(|e| e.name == name)
+        .cloned()
+        .with_context(|| format!("no exercise `{name}`; there are: {}", names.join(", ")))
+}
+
+fn read(path: &Path, name: &str) -> anyhow::Result<Vec<Exercise>> {
+    let text = std::fs::read_to_string(path)?;
+    let file: ExerciseFile = serde_json::from_str(&text)?;
+    let mut exercises = vec![Exercise {
+        name: name.to_string(),
+        order: (file.order, 0),
+        title: file.title.clone(),
+        summary: file.summary,
+        look_for: file.look_for.clone(),
+        topology: topology(file.hops.clone())?,
+        collector: file.collector.clone(),
+    }];
+    for (position, (variant, settings)) in file.variants.into_iter().enumerate() {
+        let hops = with_settings(&file.hops, &settings.hops)
+            .with_context(|| format!("variant `{variant}`"))?;
+        exercises.push(Exercise {
+            name: format!("{name}-{variant}"),
+            order: (file.order, position as u32 + 1),
+            title: format!("{} ({variant})", file.title),
+            summary: settings.summary,
+            look_for: file.look_for.clone(),
+            topology: topology(hops).with_context(|| format!("variant `{variant}`"))?,
+            collector: file.collector.clone(),
+        });
+    }
+    Ok(exercises)
+}
+
+fn topology(hops: Vec<Value>) -> anyhow::Result<Topology> {
+    let file: ChainFile = serde_json::from_value(serde_json::json!({ "hops": hops }))?;
+    file.check()
+}
+
+/// `hops` with `settings` laid over the hops they name.
+fn with_settings(
+    hops: &[Value],
+    settings: &BTreeMap<String, Map<String, Value>>,
+) -> anyhow::Result<Vec<Value>> {
+    let mut hops = hops.to_vec();
+    for (hop, values) in settings {
+        let target = hops
+            .iter_mut()
+            .find(|h| h.get("name").and_then(Value::as_str) == Some(hop))
+            .and_then(Value::as_object_mut)
+            .with_context(|| format!("no hop `{hop}` in the chain"))?;
+        for (key, value) in values {
+            target.insert(key.clone(), value.clone());
+        }
+    }
+    Ok(hops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_exercise_file_is_a_valid_chain() {
+        let exercises = all(&directory()).unwrap();
+        let names: Vec<&str> = exercises.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "baseline",
+                "slow-hop",
+                "errors",
+                "fan-out",
+                "fan-out-sequential",
+                "timeout",
+                "retries",
+                "broken-propagation",
+                "sampling",
+                "sampling-independent",
+                "baggage",
+                "tail-sampling",
+            ]
+        );
+        for exercise in &exercises {
+            exercise.tail_sampling().unwrap();
+        }
+    }
+
+    #[test]
+    fn the_default_chain_is_the_baseline_exercise() {
+        let baseline = find(&directory(), "baseline").unwrap();
+        let default = Topology::default_chain().unwrap();
+        assert_eq!(baseline.topology.hops, default.hops);
+    }
+
+    #[test]
+    fn a_variant_changes_only_what_it_names() {
+        let parallel = find(&directory(), "fan-out").unwrap();
+        let sequential = find(&directory(), "fan-out-sequential").unwrap();
+        let mut expected = parallel.topology.hops.clone();
+        expected[0].call_mode = crate::chain_file::CallMode::Sequential;
+        assert_eq!(sequential.topology.hops, expected);
+    }
+
+    #[test]
+    fn an_unknown_exercise_lists_the_known_ones() {
+        let error = find(&directory(), "nope").unwrap_err().to_string();
+        assert!(
+            error.contains("no exercise `nope`; there are: baseline, slow-hop"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_variant_naming_a_missing_hop_is_refused() {
+        let error = with_settings(
+            &[serde_json::json!({"name": "a"})],
+            &BTreeMap::from([("b".to_string(), Map::new())]),
+        )
+        .unwrap_err();
+        assert_eq!(error.to_string(), "no hop `b` in the chain");
+    }
+}
