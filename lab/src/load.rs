@@ -40,6 +40,8 @@ pub struct Load {
     /// the chain answers.
     pub rate: Option<f64>,
     pub timeout: Duration,
+    /// `Accept: application/json` (the chain's JSON answer) instead of HTML.
+    pub json: bool,
 }
 
 /// Runs `load` and gives every sample, in no particular order.
@@ -88,7 +90,11 @@ async fn connection(load: Load, worker: usize, started: Instant, deadline: Insta
         if sent_at >= deadline {
             break;
         }
-        let answer = client.get(&load.url).send().await;
+        let mut request = client.get(&load.url);
+        if load.json {
+            request = request.header("accept", "application/json");
+        }
+        let answer = request.send().await;
         let (status, trace_id) = match answer {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -178,6 +184,7 @@ pub struct Summary {
     pub requests_per_second: f64,
     pub p50_ms: f64,
     pub p90_ms: f64,
+    pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
     pub non_2xx: usize,
@@ -202,6 +209,7 @@ impl Summary {
             requests_per_second: samples.len() as f64 / over.as_secs_f64().max(f64::EPSILON),
             p50_ms: percentile(50.0),
             p90_ms: percentile(90.0),
+            p95_ms: percentile(95.0),
             p99_ms: percentile(99.0),
             max_ms: latencies.last().copied().map_or(0.0, millis),
             non_2xx: samples

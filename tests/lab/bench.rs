@@ -31,6 +31,7 @@ async fn a_short_benchmark_run_reports_every_mode() {
     }
     for setting in [
         "sampled",
+        "sampled_json",
         "sampled_out",
         "disabled",
         "sampled_half_capacity",
@@ -49,6 +50,27 @@ async fn a_short_benchmark_run_reports_every_mode() {
     assert!(half["expected"].as_u64().unwrap() > 0, "{half}");
     assert_eq!(half["received"], half["expected"], "{half}");
     assert!(json["throughput"]["sampled_out"]["spans"].is_null());
+    // JSON requests make no template spans: fewer spans per request, all counted.
+    let json_spans = &json["throughput"]["sampled_json"]["spans"];
+    let json_requests = json["throughput"]["sampled_json"]["requests"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        json_spans["expected"].as_u64().unwrap(),
+        json_requests * 3,
+        "{json_spans}"
+    );
+    assert!(
+        json["tracing_overhead"]["html_share_of_json"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        json["delay_fidelity"]["p95_overshoot_ms"]
+            .as_f64()
+            .is_some()
+    );
 
     assert_eq!(
         json["memory"]["idle_kib"].as_array().unwrap().len(),
@@ -68,5 +90,5 @@ async fn a_short_benchmark_run_reports_every_mode() {
         assert_eq!(run["accepted_but_failed"], 0, "{run}");
         assert_eq!(run["exit_ok"], true, "{run}");
     }
-    assert_eq!(json["targets"].as_array().unwrap().len(), 7);
+    assert_eq!(json["targets"].as_array().unwrap().len(), 8);
 }

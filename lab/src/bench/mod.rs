@@ -46,8 +46,8 @@ impl BenchConfig {
             rounds: 5,
             warmup: Duration::from_secs(2),
             phase: Duration::from_secs(3),
-            delay_requests: 100,
-            delay_rate: 5.0,
+            delay_requests: 400,
+            delay_rate: 10.0,
         }
     }
 
@@ -69,6 +69,7 @@ impl BenchConfig {
 
 /// The targets the lab is judged by.
 pub const MIN_TRACING_SHARE: f64 = 0.90;
+pub const MIN_HTML_SHARE_OF_JSON: f64 = 0.90;
 pub const MAX_RSS_KIB: u64 = 12 * 1024;
 pub const MAX_DELAY_OVERSHOOT_MS: f64 = 3.0;
 
@@ -99,6 +100,8 @@ pub struct Setup {
 pub struct Throughput {
     /// OTEL_TRACES_SAMPLER=always_on, exported over OTLP.
     pub sampled: Setting,
+    /// Sampled too, asking for the JSON answer: no templates.
+    pub sampled_json: Setting,
     /// OTEL_TRACES_SAMPLER=always_off: spans made but not recorded.
     pub sampled_out: Setting,
     /// OTEL_SDK_DISABLED=true.
@@ -140,6 +143,9 @@ impl SpanCount {
 pub struct Overhead {
     /// Sampled throughput as a share of the disabled throughput.
     pub sampled_share_of_disabled: f64,
+    /// Sampled HTML throughput as a share of sampled JSON throughput: what
+    /// rendering the page costs.
+    pub html_share_of_json: f64,
     pub sampled_out_share_of_disabled: f64,
     /// Extra CPU per request when sampled, over disabled, in microseconds.
     pub sampled_extra_cpu_us_per_request: f64,
@@ -158,6 +164,7 @@ pub struct DelayFidelity {
     pub configured_ms: Vec<u64>,
     pub requests: usize,
     pub p50_overshoot_ms: f64,
+    pub p95_overshoot_ms: f64,
     pub p99_overshoot_ms: f64,
     pub max_overshoot_ms: f64,
     pub non_2xx: usize,
@@ -216,8 +223,14 @@ pub fn spans_per_request(hops: usize, with_delay: bool) -> usize {
     hops * 3 + calls + if with_delay { hops } else { 0 }
 }
 
+/// Spans of a JSON request through `hops` hops without delay: a server span
+/// per hop and a client span per call.
+pub fn json_spans_per_request(hops: usize) -> usize {
+    hops + hops.saturating_sub(1)
+}
+
 pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Result<Report> {
-    let [sampled, sampled_out, disabled] = throughput(config, progress).await?;
+    let [sampled, sampled_json, sampled_out, disabled] = throughput(config, progress).await?;
     let half = sampled.setting.summary.requests_per_second / 2.0;
     progress("mode 1: sampled at half capacity");
     let half_capacity = half_capacity(config, half).await?;
@@ -241,6 +254,14 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Resul
     };
     let tracing_overhead = Overhead {
         sampled_share_of_disabled: round(share(&sampled)),
+        html_share_of_json: round(
+            sampled.setting.summary.requests_per_second
+                / sampled_json
+                    .setting
+                    .summary
+                    .requests_per_second
+                    .max(f64::EPSILON),
+        ),
         sampled_out_share_of_disabled: round(share(&sampled_out)),
         sampled_extra_cpu_us_per_request: round(
             sampled.setting.cpu_us_per_request - disabled.setting.cpu_us_per_request,
@@ -270,6 +291,7 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Resul
         },
         throughput: Throughput {
             sampled: sampled.setting,
+            sampled_json: sampled_json.setting,
             sampled_out: sampled_out.setting,
             disabled: disabled.setting,
             sampled_half_capacity: half_capacity.setting,
@@ -301,6 +323,12 @@ fn targets(
             value: overhead.sampled_share_of_disabled,
             limit: format!(">= {MIN_TRACING_SHARE}"),
             met: overhead.sampled_share_of_disabled >= MIN_TRACING_SHARE,
+        },
+        Target {
+            name: "HTML / JSON throughput, both sampled",
+            value: overhead.html_share_of_json,
+            limit: format!(">= {MIN_HTML_SHARE_OF_JSON}"),
+            met: overhead.html_share_of_json >= MIN_HTML_SHARE_OF_JSON,
         },
         Target {
             name: "spans lost at half capacity",
@@ -395,6 +423,7 @@ fn load(config: &BenchConfig, chain: &Chain, duration: Duration, rate: Option<f6
         duration,
         rate,
         timeout: Duration::from_secs(30),
+        json: false,
     }
 }
 
@@ -440,6 +469,8 @@ fn ok_traces<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> HashSet<u128>
 /// One chain under test in mode 1, with its own receiver.
 struct Subject {
     sampling: Sampling,
+    /// Asks for the JSON answer instead of the page.
+    json: bool,
     receiver: OtlpReceiver,
     chain: Chain,
     idle_kib: Vec<u64>,
@@ -448,7 +479,7 @@ struct Subject {
 }
 
 impl Subject {
-    async fn start(config: &BenchConfig, sampling: Sampling) -> anyhow::Result<Self> {
+    async fn start(config: &BenchConfig, sampling: Sampling, json: bool) -> anyhow::Result<Self> {
         let receiver = OtlpReceiver::start_counting(config.protocol)?;
         let (key, value) = sampling.env();
         let common = common(config, &receiver).env(key, value);
@@ -456,6 +487,7 @@ impl Subject {
         let idle_kib = rss(&chain);
         Ok(Self {
             sampling,
+            json,
             receiver,
             chain,
             idle_kib,
@@ -464,9 +496,22 @@ impl Subject {
         })
     }
 
+    /// Load that is not counted, so the measured rounds start warm.
+    async fn warm_up(&mut self, config: &BenchConfig) {
+        let spec = Load {
+            json: self.json,
+            ..load(config, &self.chain, config.warmup, None)
+        };
+        load::run(&spec).await;
+    }
+
     async fn measure(&mut self, config: &BenchConfig, duration: Duration, rate: Option<f64>) {
         let before = cpu(&self.chain);
-        let mut samples = load::run(&load(config, &self.chain, duration, rate)).await;
+        let spec = Load {
+            json: self.json,
+            ..load(config, &self.chain, duration, rate)
+        };
+        let mut samples = load::run(&spec).await;
         self.cpu += cpu(&self.chain).saturating_sub(before);
         self.samples.append(&mut samples);
     }
@@ -480,8 +525,13 @@ impl Subject {
             round(self.cpu.as_secs_f64() * 1e6 / summary.requests.max(1) as f64);
         let spans = (self.sampling == Sampling::AlwaysOn).then(|| {
             let traces = ok_traces(&self.samples);
+            let per_request = if self.json {
+                json_spans_per_request(config.hops)
+            } else {
+                spans_per_request(config.hops, false)
+            };
             SpanCount::of(
-                traces.len() * spans_per_request(config.hops, false),
+                traces.len() * per_request,
                 received(&self.receiver.stubs(), &traces),
             )
         });
@@ -500,11 +550,16 @@ impl Subject {
 /// Mode 1 (and the memory figures of mode 3): the three settings on chains
 /// of their own, measured in turns so that a change in the machine's load
 /// falls on all of them alike.
-async fn throughput(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Result<[Run; 3]> {
+async fn throughput(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Result<[Run; 4]> {
     let mut subjects = Vec::new();
-    for sampling in [Sampling::AlwaysOn, Sampling::AlwaysOff, Sampling::Disabled] {
-        let subject = Subject::start(config, sampling).await?;
-        load::run(&load(config, &subject.chain, config.warmup, None)).await;
+    for (sampling, json) in [
+        (Sampling::AlwaysOn, false),
+        (Sampling::AlwaysOn, true),
+        (Sampling::AlwaysOff, false),
+        (Sampling::Disabled, false),
+    ] {
+        let mut subject = Subject::start(config, sampling, json).await?;
+        subject.warm_up(config).await;
         subjects.push(subject);
     }
     let rounds = config.rounds.max(1);
@@ -520,12 +575,12 @@ async fn throughput(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Re
         runs.push(subject.finish(config).await);
     }
     runs.try_into()
-        .map_err(|_| anyhow::anyhow!("three settings were measured"))
+        .map_err(|_| anyhow::anyhow!("four settings were measured"))
 }
 
 /// Mode 1 again, sampled and paced to `rate`: nothing may be lost there.
 async fn half_capacity(config: &BenchConfig, rate: f64) -> anyhow::Result<Run> {
-    let mut subject = Subject::start(config, Sampling::AlwaysOn).await?;
+    let mut subject = Subject::start(config, Sampling::AlwaysOn, false).await?;
     load::run(&load(config, &subject.chain, config.warmup, Some(rate))).await;
     subject.measure(config, config.duration, Some(rate)).await;
     Ok(subject.finish(config).await)
@@ -550,6 +605,7 @@ async fn delay_fidelity(config: &BenchConfig) -> anyhow::Result<DelayFidelity> {
         duration: Duration::from_secs_f64(config.delay_requests as f64 / config.delay_rate),
         rate: Some(config.delay_rate),
         timeout: Duration::from_secs(30),
+        json: false,
     };
     // One request per connection first, so that no measured request pays for
     // a new connection.
@@ -576,6 +632,7 @@ async fn delay_fidelity(config: &BenchConfig) -> anyhow::Result<DelayFidelity> {
         configured_ms: delays,
         requests: samples.len(),
         p50_overshoot_ms: overshoot(latency.p50_ms),
+        p95_overshoot_ms: overshoot(latency.p95_ms),
         p99_overshoot_ms: overshoot(latency.p99_ms),
         max_overshoot_ms: overshoot(latency.max_ms),
         non_2xx: samples.iter().filter(|s| !s.ok()).count(),

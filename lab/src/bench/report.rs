@@ -34,6 +34,7 @@ pub fn table(report: &Report) -> String {
     let throughput = &report.throughput;
     for (name, setting) in [
         ("sampled (always_on)", &throughput.sampled),
+        ("sampled, JSON", &throughput.sampled_json),
         ("sampled out", &throughput.sampled_out),
         ("SDK disabled", &throughput.disabled),
         ("sampled, half load", &throughput.sampled_half_capacity),
@@ -44,10 +45,11 @@ pub fn table(report: &Report) -> String {
     let overhead = &report.tracing_overhead;
     let _ = writeln!(
         out,
-        "\n2. Tracing overhead: sampled = {:.1} % of disabled throughput (sampled out: {:.1} %); +{:.0} µs CPU per request",
+        "\n2. Tracing overhead: sampled = {:.1} % of disabled throughput (sampled out: {:.1} %); +{:.0} µs CPU per request\n   The page: HTML = {:.1} % of JSON throughput, both sampled",
         overhead.sampled_share_of_disabled * 100.0,
         overhead.sampled_out_share_of_disabled * 100.0,
-        overhead.sampled_extra_cpu_us_per_request
+        overhead.sampled_extra_cpu_us_per_request,
+        overhead.html_share_of_json * 100.0
     );
 
     let kib = |values: &[u64]| {
@@ -67,10 +69,11 @@ pub fn table(report: &Report) -> String {
     let delay = &report.delay_fidelity;
     let _ = writeln!(
         out,
-        "\n4. Delay fidelity: delays {:?} ms, {} requests; overshoot p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "\n4. Delay fidelity: delays {:?} ms, {} requests; overshoot p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         delay.configured_ms,
         delay.requests,
         delay.p50_overshoot_ms,
+        delay.p95_overshoot_ms,
         delay.p99_overshoot_ms,
         delay.max_overshoot_ms
     );
