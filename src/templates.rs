@@ -83,7 +83,6 @@ impl Templates {
         let load_span = tracing::info_span!(
             "template load",
             template.name = name,
-            template.dir = %self.dir.display(),
             template.cached = Empty,
             template.bytes = Empty,
             otel.status_code = Empty,

@@ -52,7 +52,7 @@ pub async fn server_span<E: Endpoint>(
         "HTTP request",
         otel.name = format!("{method} {route}"),
         otel.kind = "server",
-        http.request.method = %method,
+        http.request.method = method.as_str(),
         http.route = route,
         url.path = request.uri().path(),
         url.scheme = "http",
