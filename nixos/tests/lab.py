@@ -179,14 +179,19 @@ with subtest("Grafana shows it"):
         get_json(f"{grafana}/api/datasources/uid/{uid}")
     # The checks behind each data source's "Test" button: Prometheus has a
     # backend health check, Tempo's is an echo through the data source proxy.
-    machine.wait_until_succeeds(
-        curl(f"{grafana}/api/datasources/uid/prometheus/health", "--fail") + " | grep -q '\"status\":\"OK\"'",
-        timeout=120,
-    )
-    machine.wait_until_succeeds(
-        curl(f"{grafana}/api/datasources/proxy/uid/tempo/api/echo", "--fail") + " | grep -q echo",
-        timeout=120,
-    )
+    # Read in Python, not piped into grep: the driver runs commands with
+    # pipefail, and grep -q leaving early could fail curl with SIGPIPE.
+    def answers_with(url: str, text: str) -> Callable[[bool], bool]:
+        def check(last_try: bool) -> bool:
+            status, out = machine.execute(curl(url, "--fail"))
+            if last_try:
+                machine.log(f"{url} answered ({status}): {out}")
+            return status == 0 and text in out
+
+        return check
+
+    retry(answers_with(f"{grafana}/api/datasources/uid/prometheus/health", '"status":"OK"'), 120)
+    retry(answers_with(f"{grafana}/api/datasources/proxy/uid/tempo/api/echo", "echo"), 120)
     proxied = get_json(f"{grafana}/api/datasources/proxy/uid/tempo/api/traces/{trace_id}")
     assert len(spans_of(proxied)) == total, "the trace did not come through Grafana's data source proxy"
     dashboard = get_json(f"{grafana}/api/dashboards/uid/tracing-lab")
