@@ -1,6 +1,8 @@
 # The lab end to end in one VM: the default chain, collector, Tempo,
-# Prometheus and Grafana. The script is ./lab.py so that CI can lint and
-# type-check it without Nix (.ci/nix-checks).
+# Prometheus and Grafana. The script is ./lab_checks.py (the assertions the
+# runtime test shares) followed by ./lab.py, kept as files so that CI can lint
+# and type-check them without Nix (.ci/nix-checks) and run the shared part
+# against real backends (./lab-runtime.py).
 { pkgs }:
 
 pkgs.testers.runNixOSTest {
@@ -25,5 +27,5 @@ pkgs.testers.runNixOSTest {
   # Interactive runs (`nix run .#test-interactive`) also reach the UIs from the host.
   interactive.nodes.machine.imports = [ ../forward-ports.nix ];
 
-  testScript = builtins.readFile ./lab.py;
+  testScript = builtins.readFile ./lab_checks.py + builtins.readFile ./lab.py;
 }

@@ -1,0 +1,1258 @@
+#!/usr/bin/env python3
+"""Runtime test of the lab's generated configuration, without Nix builds or a VM.
+
+What it proves: the configuration the NixOS modules generate works with the
+real backends. Each run evaluates a lab system (../shared/nix-eval/check-flake)
+and starts, with exactly what evaluation produced, a real Tempo (2.10.8 or
+3.0.3 from ../shared/lab-runtime: Tempo's settings and the flags of its unit),
+a real Prometheus (Debian's, with the unit's flags), and the chain of the
+project's own `microservice` binary (each hop with its unit's environment and
+the chain of /etc/tracing-lab/lab.json). Then it asserts, with the checks the
+VM test shares (lab_checks.py): every span of a request with the right parents
+in /api/traces/<id>; search by service.name finds it; every caller→callee edge
+in the service graph and span metrics per service in Prometheus; and every
+query of the provisioned dashboard and of the Tempo data source's
+trace-to-metrics links returns data, with Grafana's variables substituted the
+way Grafana does, sent to the URLs of the provisioned data sources.
+
+Only these differ from the lab: state directories live in a temporary
+directory (Tempo 3's /var/tempo, which the unit maps with BindPaths, is a bind
+mount in a private mount namespace); the hops send OTLP straight to Tempo's
+receiver (there is no collector here); processes run as root from this
+machine's PATH, not as systemd units.
+
+What only the VM test proves: the systemd units themselves (ordering, restarts,
+DynamicUser, hardening), the OpenTelemetry Collector between the hops and
+Tempo, Grafana (provisioning, data sources, the dashboard as it loads), the
+page's nesting, the fault cases, and the Nix build of everything.
+
+usage: lab-runtime.py [--tempo VERSION]... [--chain NAME]...
+(default: every Tempo in ../shared/lab-runtime × every chain)
+"""
+
+import argparse
+import ctypes
+import dataclasses
+import errno
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lab_checks as checks  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared"
+TEMPO_RUNNER = SHARED / "lab-runtime" / "tempo"
+CHECK_FLAKE = SHARED / "nix-eval" / "check-flake"
+SERVICE_BIN = ROOT / "target" / "debug" / "microservice"
+
+# How long each wait may take before the run fails (seconds).
+READY_TIMEOUT = 120
+TRACE_TIMEOUT = 60
+SEARCH_TIMEOUT = 90
+METRICS_TIMEOUT = 120
+QUERY_TIMEOUT = 90
+STOP_GRACE = 5
+
+# The chains each Tempo runs with: the module's default, and the README's
+# four-hop example with fan-out (its Nix block is evaluated as written there).
+README_CHAIN_MARK = "A four-hop chain with fan-out"
+CHAINS = ["default", "fan-out"]
+
+# Exercises (still to come) break the lab on purpose and leave a signature that
+# Tempo and Prometheus show (the orphan trace of broken-propagation, the error
+# edge of errors). Their checks go here, by chain name; each gets the run's
+# backends once the shared checks have passed.
+EXERCISE_SIGNATURES: dict[str, Callable[["Backends"], None]] = {}
+
+
+class Failure(Exception):
+    """A check failed; the message says what, with the evidence."""
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+# --- evaluation ----------------------------------------------------------------
+
+
+def readme_chain_module() -> str:
+    """The Nix block of the README's fan-out example, as a module expression."""
+    text = (ROOT / "README.md").read_text()
+    at = text.find(README_CHAIN_MARK)
+    match = re.compile(r"```nix\n(.*?)```", re.S).search(text, at) if at >= 0 else None
+    if not match:
+        raise Failure(f"README.md has no ```nix block after {README_CHAIN_MARK!r}")
+    # It names the flake input `tracing-lab`; here that is the flake's outputs.
+    return f"(let tracing-lab = o; in {match.group(1)})"
+
+
+def eval_expression(tempo_versions: list[str], chains: list[str]) -> str:
+    """One Nix expression describing every lab system to run, by "<tempo>/<chain>"."""
+    chain_modules = {
+        "default": "{ imports = [ o.nixosModules.default ]; services.tracing-lab.enable = true; }",
+        "fan-out": readme_chain_module(),
+    }
+    systems = " ".join(
+        f'"{v}/{c}" = describe (labSystem "{v}" {chain_modules[c]});' for v in tempo_versions for c in chains
+    )
+    return f"""
+let
+  # As for nixos-26.05 (Tempo 2.10) through an overlay, as for newer nixpkgs
+  # (Tempo 3) with nixpkgs' own: whichever has the runtime's major.minor.
+  tempoOverlay = version: f: p: {{
+    tempo = p.tempo.overrideAttrs {{ inherit version; __intentionallyOverridingVersion = true; }};
+  }};
+  labSystem = version: chain: lib.nixosSystem {{
+    modules = [ chain {{
+      boot.isContainer = true;
+      system.stateVersion = "26.05";
+      nixpkgs.hostPlatform = "x86_64-linux";
+      nixpkgs.overlays = lib.optional
+        (lib.versions.majorMinor pkgs.tempo.version != lib.versions.majorMinor version)
+        (tempoOverlay version);
+    }} ];
+  }};
+  unit = cfg: name: {{
+    inherit (cfg.systemd.services.${{name}}) environment serviceConfig;
+  }};
+  describe = system: let
+    cfg = system.config;
+    prometheus = cfg.services.prometheus;
+    hopUnits = lib.filter (lib.hasPrefix "microservice-") (lib.attrNames cfg.systemd.services);
+    providers = cfg.services.grafana.provision.dashboards.settings.providers;
+    dashboardsOf = provider: lib.mapAttrs
+      (file: _: builtins.readFile (provider.options.path + "/${{file}}"))
+      (lib.filterAttrs (file: type: type == "regular" && lib.hasSuffix ".json" file)
+        (builtins.readDir provider.options.path));
+  in {{
+    tempoVersion = system.pkgs.tempo.version;
+    tempo = unit cfg "tempo" // {{ inherit (cfg.services.tempo) settings; }};
+    prometheus = unit cfg "prometheus" // {{
+      config = {{
+        global = prometheus.globalConfig;
+        scrape_configs = prometheus.scrapeConfigs;
+        remote_write = prometheus.remoteWrite;
+        remote_read = prometheus.remoteRead;
+        alerting.alertmanagers = prometheus.alertmanagers;
+      }};
+      inherit (prometheus) configText enableReload rules ruleFiles;
+    }};
+    hops = lib.genAttrs hopUnits (unit cfg);
+    labJson = cfg.environment.etc."tracing-lab/lab.json".text;
+    datasources = cfg.services.grafana.provision.datasources.settings;
+    dashboards = lib.foldl' (all: p: all // dashboardsOf p) {{ }} providers;
+  }};
+in {{ {systems} }}
+"""
+
+
+def evaluate(tempo_versions: list[str], chains: list[str]) -> dict[str, Any]:
+    if not CHECK_FLAKE.exists():
+        raise Failure(f"{CHECK_FLAKE} is missing: the runtime test takes the lab's configuration from it")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(CHECK_FLAKE), str(ROOT), "--eval", eval_expression(tempo_versions, chains)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise Failure("evaluating the lab systems failed:\n" + "\n".join(proc.stderr.splitlines()[-25:]))
+    say(f"evaluated {len(tempo_versions) * len(chains)} lab systems in {time.monotonic() - started:.0f} s")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+# --- what systemd would have done ------------------------------------------------
+
+
+def systemd_unescape(value: str, where: str) -> str:
+    """systemd expands %-specifiers in ExecStart= and Environment=; the lab only uses %%."""
+    other = re.findall(r"%[^%]", value.replace("%%", ""))
+    if other:
+        raise Failure(f"{where} uses systemd specifiers {other}, which this test does not expand")
+    return value.replace("%%", "%")
+
+
+def exec_start(service_config: dict[str, Any], where: str) -> list[str]:
+    command = service_config.get("ExecStart")
+    if isinstance(command, list):
+        command = " ".join(command)
+    if not command:
+        raise Failure(f"{where} has no ExecStart")
+    # A backslash-newline continues the line, as in a unit file.
+    return [systemd_unescape(word, f"{where}'s ExecStart") for word in shlex.split(command.replace("\\\n", " "))]
+
+
+def unit_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    return [word for item in value for word in str(item).split()]
+
+
+class StateDirs:
+    """Maps the units' state directories (and the like) into a temporary directory."""
+
+    KINDS = {
+        "StateDirectory": "/var/lib",
+        "RuntimeDirectory": "/run",
+        "CacheDirectory": "/var/cache",
+        "LogsDirectory": "/var/log",
+    }
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.mapping: dict[str, Path] = {}
+
+    def add_unit(self, service_config: dict[str, Any]) -> None:
+        for key, parent in self.KINDS.items():
+            for name in unit_list(service_config.get(key)):
+                source = f"{parent}/{name}"
+                target = self.base / source.lstrip("/")
+                target.mkdir(parents=True, exist_ok=True)
+                self.mapping[source] = target
+
+    def path(self, value: str) -> str:
+        for source, target in self.mapping.items():
+            if value == source or value.startswith(source + "/"):
+                return str(target) + value[len(source) :]
+        return value
+
+    def arg(self, value: str) -> str:
+        if value.startswith("-") and "=" in value:
+            flag, _, rest = value.partition("=")
+            return f"{flag}={self.path(rest)}"
+        return self.path(value)
+
+    def tree(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.path(value)
+        if isinstance(value, list):
+            return [self.tree(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.tree(v) for k, v in value.items()}
+        return value
+
+
+def without_nulls(value: Any) -> Any:
+    """As nixpkgs' prometheus module writes its config: no null values, no _module."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None and k != "_module"}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
+def replace_flag(args: list[str], names: tuple[str, ...], value: str, where: str) -> list[str]:
+    out, found = [], False
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in names:
+            out.append(f"{flag}={value}")
+            found = True
+        else:
+            out.append(arg)
+    if not found:
+        raise Failure(f"{where}'s ExecStart has no {names[0]}")
+    return out
+
+
+def flag_value(args: list[str], name: str) -> str | None:
+    for arg in args:
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def host_port(endpoint: str, where: str) -> tuple[str, int]:
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit():
+        raise Failure(f"{where}: {endpoint!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def local_url(host: str, port: int) -> str:
+    # A wildcard listener is reached on loopback.
+    return f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}"
+
+
+# --- processes -------------------------------------------------------------------
+
+
+def die_with_parent() -> None:
+    """In the child: get SIGKILL if the test itself dies, so nothing outlives it."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Processes:
+    """The backends and hops of one run, each in its own process group."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: str) -> None:
+        log = open(self.logs / f"{name}.log", "wb")
+        self.running[name] = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        log.close()
+
+    def log_tail(self, name: str, lines: int = 20, matching: str = "") -> str:
+        try:
+            text = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        if matching:
+            # Tempo 3's scheduler complains every 15 s when idle; harmless.
+            text = [line for line in text if re.search(matching, line, re.I) and "no jobs found" not in line]
+        return "\n".join("    " + line[:400] for line in text[-lines:])
+
+    def assert_alive(self, name: str) -> bool:
+        """True, or a Failure with the end of its log when it has exited."""
+        code = self.running[name].poll()
+        if code is not None:
+            raise Failure(f"{name} exited with code {code}:\n{self.log_tail(name)}")
+        return True
+
+    def stop(self, names: list[str]) -> None:
+        """SIGTERM to each group, then SIGKILL to what is still alive after STOP_GRACE."""
+        procs = [(n, self.running.pop(n)) for n in names if n in self.running]
+        for _, proc in procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + STOP_GRACE
+        for name, proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                say(f"  {name} still runs {STOP_GRACE} s after SIGTERM: killed")
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # also whatever it left in its group
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+# --- HTTP --------------------------------------------------------------------------
+
+
+def http(url: str, data: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any, str]:
+    """(status, headers, body); status 0 when nothing answered."""
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    request = urllib.request.Request(url, data=body, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            return answer.status, answer.headers, answer.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as error:
+        return 0, {}, str(error)
+
+
+def get_json(url: str, params: dict[str, str] | None = None) -> Any:
+    status, _, body = http(url + ("?" + urllib.parse.urlencode(params) if params else ""))
+    if status != 200:
+        raise Failure(f"GET {url} {params or ''} answered {status}: {body[:500]}")
+    return json.loads(body)
+
+
+def wait_until(what: str, timeout: float, attempt: Callable[[], bool], interval: float = 1.0) -> float:
+    """Retries attempt() until it holds; returns the seconds it took."""
+    started = time.monotonic()
+    while True:
+        if attempt():
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise Failure(f"{what}: still not so after {timeout:.0f} s")
+        time.sleep(interval)
+
+
+# --- Grafana's substitutions ---------------------------------------------------------
+
+
+def go_expand_env(text: str, lookup: Callable[[str], str]) -> str:
+    """Go's os.Expand: $NAME, ${NAME}, $1-style specials; a bad ${ eats itself."""
+    out, i = [], 0
+    while i < len(text):
+        c = text[i]
+        if c != "$" or i + 1 == len(text):
+            out.append(c)
+            i += 1
+            continue
+        rest = text[i + 1 :]
+        if rest[0] == "{":
+            close = rest.find("}")
+            if close == -1:
+                i += 2  # "${" without "}" is eaten
+            elif close == 1:
+                i += 3  # "${}" is eaten
+            else:
+                out.append(lookup(rest[1:close]))
+                i += close + 2
+        elif rest[0] in "*#$@!?-0123456789":
+            out.append(lookup(rest[0]))
+            i += 2
+        else:
+            name = re.match(r"[A-Za-z0-9_]*", rest)
+            assert name is not None
+            if name.group(0):
+                out.append(lookup(name.group(0)))
+                i += 1 + len(name.group(0))
+            else:
+                out.append("$")
+                i += 1
+    return "".join(out)
+
+
+def provisioned(value: str, where: str) -> str:
+    """What Grafana makes of a string in a provisioning file: `$$` is a literal `$`,
+    every other $NAME/${NAME} is expanded from Grafana's environment (empty for
+    names the lab does not set), after $__file{…}-style expanders."""
+    parts = value.split("$$")
+    for part in parts:
+        expander = re.search(r"\$__(file|env|vault)\{", part)
+        if expander:
+            raise Failure(f"{where}: {expander.group(0)}…}} would read Grafana's environment; not emulated here")
+    return "$".join(go_expand_env(part, lambda _name: "") for part in parts)
+
+
+def provisioned_tree(value: Any, where: str) -> Any:
+    """Every string of a provisioned data source, as Grafana reads it."""
+    if isinstance(value, str):
+        return provisioned(value, where)
+    if isinstance(value, list):
+        return [provisioned_tree(v, where) for v in value]
+    if isinstance(value, dict):
+        return {k: provisioned_tree(v, where) for k, v in value.items()}
+    return value
+
+
+def parse_duration(text: str) -> float:
+    """Grafana's interval strings (e.g. 15s, -5m, 1h30m) in seconds."""
+    sign = -1 if text.startswith("-") else 1
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)", text.lstrip("+-"))
+    if not parts or "".join(n + u for n, u in parts) != text.lstrip("+-"):
+        raise Failure(f"{text!r} is not a duration")
+    return sign * sum(float(n) * units[u] for n, u in parts)
+
+
+def seconds_text(seconds: float) -> str:
+    return f"{int(round(seconds * 1000))}ms" if seconds < 1 else f"{int(round(seconds))}s"
+
+
+@dataclasses.dataclass
+class Range:
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclasses.dataclass
+class PromDatasource:
+    url: str
+    method: str  # GET or POST, as jsonData.httpMethod says
+    scrape_interval: float  # jsonData.timeInterval, else Grafana's 15s
+
+
+# Grafana asks for one point per pixel of the panel; this test has no panel, so it
+# assumes one 1000 pixels wide. The scrape interval is the floor, as in Grafana.
+ASSUMED_MAX_DATA_POINTS = 1000
+
+
+def prometheus_variables(time_range: Range, ds: PromDatasource, max_points: int | None) -> tuple[float, dict[str, str]]:
+    """The step and Grafana's built-in variables for one Prometheus query, as its
+    Prometheus data source computes them (interval ≥ scrape interval and ≥
+    range/11000; $__rate_interval = max($__interval + scrape, 4 × scrape))."""
+    points = max_points or ASSUMED_MAX_DATA_POINTS
+    interval = max(ds.scrape_interval, math.ceil(time_range.seconds / points), time_range.seconds / 11000)
+    rate_interval = max(interval + ds.scrape_interval, 4 * ds.scrape_interval)
+    range_s = round(time_range.seconds)
+    variables = {
+        "__interval_ms": str(int(interval * 1000)),
+        "__interval": seconds_text(interval),
+        "__range_ms": str(int(time_range.seconds * 1000)),
+        "__range_s": str(range_s),
+        "__range": f"{range_s}s",
+        "__rate_interval_ms": str(int(rate_interval * 1000)),
+        "__rate_interval": seconds_text(rate_interval),
+    }
+    return interval, variables
+
+
+def substitute(expr: str, variables: dict[str, str], where: str) -> str:
+    """Grafana's template syntax: $name, ${name}, ${name:format}, [[name]]. Longer
+    names first, so that $__interval does not eat $__interval_ms."""
+    for name in sorted(variables, key=len, reverse=True):
+        value = variables[name]
+        expr = re.sub(r"\$\{" + re.escape(name) + r"(:[^}]*)?\}", lambda _m: value, expr)
+        expr = expr.replace(f"[[{name}]]", value)
+        expr = re.sub(r"\$" + re.escape(name) + r"(?![A-Za-z0-9_])", lambda _m: value, expr)
+    left = re.search(r"\$\{?\w+|\[\[\w+\]\]", expr)
+    if left:
+        raise Failure(f"{where}: Grafana knows no variable {left.group(0)} here: {expr}")
+    return expr
+
+
+def dashboard_variables(dashboard: dict[str, Any], where: str) -> dict[str, str]:
+    """The dashboard's own variables at their current value (types whose value is
+    fixed in the file; others need a backend query and are refused clearly)."""
+    variables = {}
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var.get("type") not in ("constant", "custom", "textbox", "interval"):
+            raise Failure(f"{where}: variable {var.get('name')} of type {var.get('type')} is not emulated here")
+        current = var.get("current", {}).get("value", var.get("query", ""))
+        if isinstance(current, list):
+            raise Failure(f"{where}: multi-value variable {var.get('name')} is not emulated here")
+        variables[var["name"]] = str(current)
+    return variables
+
+
+def relative_range(dashboard: dict[str, Any], now: float) -> Range:
+    def point(text: str) -> float:
+        if text == "now":
+            return now
+        if text.startswith("now-"):
+            return now - parse_duration(text[4:])
+        raise Failure(f"dashboard time {text!r} is not now or now-<duration>")
+
+    time_ = dashboard.get("time", {"from": "now-6h", "to": "now"})
+    return Range(point(time_["from"]), point(time_["to"]))
+
+
+def prom_query(ds: PromDatasource, expr: str, time_range: Range | None, step: float = 0) -> list[dict[str, Any]]:
+    """The result of a range query (time_range) or an instant query (None)."""
+    if time_range is None:
+        path, params = "/api/v1/query", {"query": expr}
+    else:
+        # Grafana aligns the range to the step.
+        start = math.floor(time_range.start / step) * step
+        end = math.floor(time_range.end / step) * step
+        path, params = "/api/v1/query_range", {"query": expr, "start": str(start), "end": str(end), "step": str(step)}
+    if ds.method == "POST":
+        status, _, body = http(ds.url + path, data=params)
+    else:
+        status, _, body = http(ds.url + path + "?" + urllib.parse.urlencode(params))
+    if status != 200:
+        raise Failure(f"Prometheus refused {expr!r} ({status}): {body[:400]}")
+    result: list[dict[str, Any]] = json.loads(body)["data"]["result"]
+    return result
+
+
+def series_with_data(result: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Label sets of the series that have a number (not NaN) in them."""
+    found = []
+    for series in result:
+        values = series.get("values") or ([series["value"]] if "value" in series else [])
+        if any(math.isfinite(float(v)) for _, v in values):
+            found.append(series["metric"])
+    return found
+
+
+# --- one run ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Backends:
+    """What a run's checks talk to."""
+
+    tempo: str  # Tempo's HTTP API
+    prometheus: PromDatasource  # as the provisioned data source reaches it
+    datasources: dict[str, dict[str, Any]]  # provisioned, by uid, strings as Grafana reads them
+    dashboards: dict[str, Any]  # by file name
+    hops: list[checks.Hop]
+    entry_url: str
+    trace_spans: list[checks.Span]
+
+
+class Traffic:
+    """Requests through the chain in the background, so that rates have data."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.statuses: dict[int, int] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 600  # bounded, whatever happens
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            status, _, _ = http(self.url)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            self.stopping.wait(0.2)
+
+    def __enter__(self) -> "Traffic":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
+def check_ports_free(wanted: list[tuple[str, str, int]]) -> None:
+    for what, host, port in wanted:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host or "0.0.0.0", port))
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    raise
+                holder = ""
+                if shutil.which("ss"):
+                    holder = subprocess.run(
+                        ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True
+                    ).stdout.strip()
+                raise Failure(f"port {port} ({what}, {host or '*'}:{port}) is taken: {holder or 'in use'}")
+
+
+def tempo_binary(version: str) -> None:
+    """Unpacks the runtime's Tempo once and checks it is the version asked for."""
+    proc = subprocess.run([str(TEMPO_RUNNER), version, "-version"], capture_output=True, text=True)
+    if proc.returncode != 0 or version not in proc.stdout + proc.stderr:
+        raise Failure(f"{TEMPO_RUNNER} {version} -version said: {proc.stdout}{proc.stderr}")
+
+
+def in_mount_namespace(binds: list[tuple[str, str]], scratch: Path, argv: list[str]) -> list[str]:
+    """argv run in a private mount namespace with `source:destination` bind mounts,
+    as systemd's BindPaths= gives the unit. A destination that does not exist on
+    this machine is created on a throwaway overlay of its parent, so the machine
+    itself is left as it was."""
+    lines = ["set -e"]
+    overlays: set[str] = set()
+    for source, destination in binds:
+        parent = os.path.dirname(destination)
+        if not os.path.exists(destination) and parent not in overlays:
+            overlays.add(parent)
+            layer = scratch / f"overlay-{len(overlays)}"
+            layer.mkdir(parents=True)
+            lines += [
+                f"mount -t tmpfs lab-runtime {shlex.quote(str(layer))}",
+                f"mkdir {shlex.quote(str(layer / 'upper'))} {shlex.quote(str(layer / 'work'))}",
+                "mount -t overlay lab-runtime -o "
+                + shlex.quote(f"lowerdir={parent},upperdir={layer}/upper,workdir={layer}/work")
+                + f" {shlex.quote(parent)}",
+            ]
+        lines += [
+            f"mkdir -p {shlex.quote(destination)}",
+            f"mount --bind {shlex.quote(source)} {shlex.quote(destination)}",
+        ]
+    lines.append('exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(lines), "sh", *argv]
+
+
+def process_env(unit_environment: dict[str, str], where: str) -> dict[str, str]:
+    """The unit's environment as the process sees it, with this machine's PATH and HOME."""
+    env = {k: systemd_unescape(v, f"{where}'s {k}") for k, v in unit_environment.items()}
+    env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+    env["HOME"] = os.environ.get("HOME", "/root")
+    return env
+
+
+def run_lab(version: str, chain: str, system: dict[str, Any], scratch: Path) -> None:
+    def step(what: str, seconds: float) -> None:
+        say(f"  {what}: {seconds:.1f} s")
+
+    lab = json.loads(system["labJson"])
+    hops: list[checks.Hop] = lab["hops"]
+    if system["tempoVersion"].split(".")[:2] != version.split(".")[:2]:
+        raise Failure(f"the evaluated Tempo is {system['tempoVersion']}, the runtime's {version}")
+    tempo_binary(version)
+
+    state = StateDirs(scratch / "root")
+    tempo_unit, prom_unit = system["tempo"]["serviceConfig"], system["prometheus"]["serviceConfig"]
+    state.add_unit(tempo_unit)
+    state.add_unit(prom_unit)
+
+    # Tempo: its settings with the state directory moved; its unit's flags.
+    settings = state.tree(system["tempo"]["settings"])
+    (scratch / "tempo.yaml").write_text(json.dumps(settings, indent=2))  # JSON is YAML
+    tempo_args = exec_start(tempo_unit, "tempo.service")
+    if os.path.basename(tempo_args[0]) != "tempo":
+        raise Failure(f"tempo.service runs {tempo_args[0]}, not tempo")
+    tempo_args = replace_flag(
+        [state.arg(a) for a in tempo_args[1:]], ("--config.file", "-config.file"), str(scratch / "tempo.yaml"), "tempo"
+    )
+    tempo_argv = [str(TEMPO_RUNNER), version, *tempo_args]
+    binds = []
+    for entry in unit_list(tempo_unit.get("BindPaths")):
+        source, _, destination = entry.lstrip("-").partition(":")
+        binds.append((state.path(source), destination.split(":")[0] or source))
+    if binds:
+        tempo_argv = in_mount_namespace(binds, scratch / "namespace", tempo_argv)
+
+    server = settings.get("server", {})
+    if "http_listen_port" not in server:
+        raise Failure("Tempo's settings do not set server.http_listen_port")
+    tempo_url = local_url(server.get("http_listen_address", ""), server["http_listen_port"])
+    receivers = settings.get("distributor", {}).get("receivers", {}).get("otlp", {}).get("protocols", {})
+    otlp = {
+        protocol: host_port(receivers[key]["endpoint"], f"Tempo's OTLP {key} receiver")
+        for protocol, key in (("http/protobuf", "http"), ("grpc", "grpc"))
+        if key in receivers
+    }
+
+    # Prometheus: Debian's binary with the unit's flags and the module's config.
+    prom_args = [state.arg(a) for a in exec_start(prom_unit, "prometheus.service")[1:]]
+    prom_settings = system["prometheus"]
+    if prom_settings["rules"] or prom_settings["ruleFiles"]:
+        raise Failure("Prometheus has rules, which this test cannot carry over from the Nix store")
+    config_text = prom_settings["configText"] or json.dumps(without_nulls(prom_settings["config"]))
+    (scratch / "prometheus.yml").write_text(config_text)
+    prom_args = replace_flag(prom_args, ("--config.file",), str(scratch / "prometheus.yml"), "prometheus")
+    listen = flag_value(prom_args, "--web.listen-address")
+    if listen is None:
+        raise Failure("prometheus.service has no --web.listen-address")
+    prom_host, prom_port = host_port(listen, "--web.listen-address")
+    prometheus_bin = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+    # The hops: their units' environment, exporting straight to Tempo.
+    hop_envs = {}
+    for hop in hops:
+        unit = hop["unit"].removesuffix(".service")
+        if unit not in system["hops"]:
+            raise Failure(f"lab.json names {hop['unit']}, which the system does not define")
+        env = process_env(system["hops"][unit]["environment"], unit)
+        protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        if protocol not in otlp:
+            raise Failure(f"{unit} sends OTLP over {protocol}, for which Tempo has no receiver")
+        if "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in env:
+            raise Failure(f"{unit} sets OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, which this test does not redirect")
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = local_url(*otlp[protocol])
+        hop_envs[unit] = env
+
+    ports = [
+        (f"{u} (HTTP_HOST, HTTP_PORT)", e.get("HTTP_HOST", "127.0.0.1"), int(e["HTTP_PORT"]))
+        for u, e in hop_envs.items()
+    ]
+    ports.append(("Tempo's HTTP API", server.get("http_listen_address", ""), server["http_listen_port"]))
+    ports.append(("Tempo's gRPC server", server.get("grpc_listen_address", ""), server.get("grpc_listen_port", 9095)))
+    ports += [(f"Tempo's OTLP {p} receiver", h, port) for p, (h, port) in otlp.items()]
+    ports.append(("Prometheus", prom_host, prom_port))
+    check_ports_free(ports)
+
+    datasources = {
+        ds["uid"]: provisioned_tree(ds, f"data source {ds['uid']}")
+        for ds in (system["datasources"] or {}).get("datasources", [])
+    }
+
+    procs = Processes(scratch)
+    try:
+        started = time.monotonic()
+        procs.start(
+            "prometheus",
+            [prometheus_bin, *prom_args],
+            process_env(system["prometheus"]["environment"], "prometheus"),
+            state.path(prom_unit.get("WorkingDirectory", "/")),
+        )
+        prometheus_local = local_url(prom_host, prom_port)
+        wait_until(
+            "Prometheus ready",
+            READY_TIMEOUT,
+            lambda: procs.assert_alive("prometheus") and http(prometheus_local + "/-/ready")[0] == 200,
+        )
+        step("prometheus ready", time.monotonic() - started)
+
+        started = time.monotonic()
+        procs.start(
+            "tempo",
+            tempo_argv,
+            process_env(system["tempo"]["environment"], "tempo"),
+            state.path(tempo_unit.get("WorkingDirectory", "/")),
+        )
+        wait_until(
+            f"Tempo {version} ready",
+            READY_TIMEOUT,
+            lambda: procs.assert_alive("tempo") and http(tempo_url + "/ready")[0] == 200,
+        )
+        step(f"tempo {version} ready", time.monotonic() - started)
+
+        started = time.monotonic()
+        for unit, env in hop_envs.items():
+            procs.start(unit, [str(SERVICE_BIN)], env, "/")
+        for hop in hops:
+            unit = hop["unit"].removesuffix(".service")
+            wait_until(
+                f"{unit} ready", 30, lambda: procs.assert_alive(unit) and http(hop["url"] + "readyz")[0] == 200, 0.2
+            )
+        step(f"{len(hops)} hops ready", time.monotonic() - started)
+
+        backends = run_checks(procs, datasources, system, hops, tempo_url, step)
+        signature = EXERCISE_SIGNATURES.get(chain)
+        if signature:
+            signature(backends)
+    except Failure as failure:
+        # Evidence for the usual culprits: what Tempo and Prometheus said.
+        tempo_said = procs.log_tail("tempo", 12, r"level=(error|warn)|err=[^n]|failed")
+        prom_said = procs.log_tail("prometheus", 6, r"level=(error|warn)")
+        raise Failure(
+            f"{failure}"
+            + (
+                f"\n  Tempo's log (errors, warnings):\n{tempo_said}"
+                if tempo_said and "tempo exited" not in str(failure)
+                else ""
+            )
+            + (
+                f"\n  Prometheus' log (errors, warnings):\n{prom_said}"
+                if prom_said and "prometheus exited" not in str(failure)
+                else ""
+            )
+        ) from None
+    finally:
+        # Hops and Tempo first: Tempo 2.10 was seen to hang in shutdown for
+        # minutes when Prometheus went away at the same moment.
+        started = time.monotonic()
+        procs.stop([h["unit"].removesuffix(".service") for h in hops])
+        procs.stop(["tempo"])
+        procs.stop(["prometheus"])
+        say(f"  stopped: {time.monotonic() - started:.1f} s")
+
+
+def run_checks(
+    procs: Processes,
+    datasources: dict[str, dict[str, Any]],
+    system: dict[str, Any],
+    hops: list[checks.Hop],
+    tempo_url: str,
+    step: Callable[[str, float], None],
+) -> Backends:
+    services = [hop["serviceName"] for hop in hops]
+    entry_url = hops[0]["url"]
+
+    def alive() -> bool:
+        return all(procs.assert_alive(name) for name in list(procs.running))
+
+    # One request that succeeded (a hop with an error rate may fail one on purpose).
+    trace_id = ""
+    for _ in range(10):
+        status, headers, body = http(entry_url, headers={"Accept": "text/html"})
+        match = re.fullmatch(
+            r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}", (headers or {}).get("traceresponse", "") or ""
+        )
+        if status == 200 and match:
+            trace_id = match.group(1)
+            break
+    if not trace_id:
+        raise Failure(f"the entry hop {entry_url} gave no successful traced answer: {status} {body[:300]}")
+
+    spans: list[checks.Span] = []
+
+    def trace_complete() -> bool:
+        nonlocal spans
+        alive()
+        status, _, body = http(f"{tempo_url}/api/traces/{trace_id}")
+        spans = checks.spans_of(json.loads(body)) if status == 200 else []
+        return checks.trace_is_complete(spans, hops)
+
+    try:
+        took = wait_until(f"all spans of trace {trace_id} in Tempo", TRACE_TIMEOUT, trace_complete, 0.5)
+    except Failure as failure:
+        raise Failure(f"{failure}; it has {checks.span_summary(spans)}") from None
+    try:
+        checks.check_trace(spans, hops)
+    except AssertionError as error:
+        raise Failure(f"trace {trace_id}: {error}") from None
+    step(f"trace of {len(spans)} spans in /api/traces", took)
+
+    now, started = time.time(), time.monotonic()
+    for service in services:
+        params = {
+            "tags": f"service.name={service}",
+            "start": str(int(now - 3600)),
+            "end": str(int(now + 60)),
+            "limit": "100",
+        }
+        wait_until(
+            f"Tempo's search by service.name={service} finding trace {trace_id}",
+            SEARCH_TIMEOUT,
+            lambda: checks.search_finds(get_json(f"{tempo_url}/api/search", params), trace_id),
+        )
+    step("search by service.name finds it", time.monotonic() - started)
+
+    prom_ds = prometheus_datasource(datasources, "prometheus", "the lab")
+    backends = Backends(tempo_url, prom_ds, datasources, {}, hops, entry_url, spans)
+    with Traffic(entry_url) as traffic:
+        started = time.monotonic()
+        wanted = [checks.service_graph_edge_query(c, s) for c, s in checks.service_graph_edges(hops)]
+        wanted += [checks.span_metrics_query(service) for service in services]
+        for query in wanted:
+            try:
+                wait_until(
+                    f"{query} in Prometheus",
+                    METRICS_TIMEOUT,
+                    lambda: alive() and bool(prom_query(prom_ds, query, None)),
+                )
+            except Failure as failure:
+                generator = system["tempo"]["settings"].get("metrics_generator", {}).get("storage", {})
+                targets = [w.get("url") for w in generator.get("remote_write", [])]
+                raise Failure(
+                    f"{failure} (Tempo's metrics-generator writes to {targets}; Prometheus is {prom_ds.url})"
+                ) from None
+        step("service graph edges and span metrics in Prometheus", time.monotonic() - started)
+
+        started = time.monotonic()
+        dashboards = {file: json.loads(text) for file, text in (system["dashboards"] or {}).items()}
+        if not dashboards:
+            raise Failure("Grafana provisions no dashboard")
+        backends.dashboards = dashboards
+        queries = dashboard_queries(backends) + traces_to_metrics_queries(backends)
+        pending = dict(queries)
+        last_problem: dict[str, str] = {}
+
+        def every_query_has_data() -> bool:
+            alive()
+            for where, run in list(pending.items()):
+                problem = run()
+                if problem:
+                    last_problem[where] = problem
+                else:
+                    del pending[where]
+            return not pending
+
+        try:
+            wait_until(
+                "every dashboard and trace-to-metrics query returning data", QUERY_TIMEOUT, every_query_has_data, 3
+            )
+        except Failure as failure:
+            details = "\n".join(f"  {where}: {last_problem[where]}" for where in pending)
+            raise Failure(f"{failure}; these did not:\n{details}") from None
+        step(f"{len(queries)} dashboard and trace-to-metrics queries return data", time.monotonic() - started)
+    failed_requests = sum(n for status, n in traffic.statuses.items() if status != 200)
+    say(
+        f"  background traffic: {sum(traffic.statuses.values())} requests, {failed_requests} not 200 ({traffic.statuses})"
+    )
+    return backends
+
+
+def prometheus_datasource(datasources: dict[str, dict[str, Any]], uid: str, user: str) -> PromDatasource:
+    ds = datasources.get(uid)
+    if ds is None or ds.get("type") != "prometheus":
+        raise Failure(f"{user} uses Prometheus data source {uid!r}, which Grafana does not provision")
+    data = ds.get("jsonData") or {}
+    return PromDatasource(
+        ds["url"].rstrip("/"),
+        str(data.get("httpMethod", "POST")).upper(),
+        parse_duration(data.get("timeInterval") or "15s"),
+    )
+
+
+# A query check returns "" when the query has data, else what is wrong.
+QueryCheck = Callable[[], str]
+
+
+def expect_data(result: list[dict[str, Any]], hops: list[checks.Hop], expr: str) -> str:
+    """Data, with every label the query groups by (a label Tempo does not write
+    groups everything into one unlabelled series), and when the series are per
+    service or per edge, for every service or edge."""
+    labels = series_with_data(result)
+    if not labels:
+        return f"no data for {expr}"
+    grouped = {name.strip() for group in re.findall(r"\bby\s*\(([^)]*)\)", expr) for name in group.split(",")}
+    grouped -= {"", "le"}  # histogram_quantile consumes le
+    for label_set in labels:
+        missing_labels = sorted(grouped - set(label_set))
+        if missing_labels:
+            return f"series without the labels {missing_labels} it groups by ({label_set}) in {expr}"
+    services = {hop["serviceName"] for hop in hops}
+    if any("service" in ls for ls in labels):
+        missing = services - {ls.get("service") for ls in labels}
+        if missing:
+            return f"no data for services {sorted(missing)} in {expr}"
+    if any("client" in ls and "server" in ls for ls in labels):
+        edges = set(checks.service_graph_edges(hops)) - {(ls.get("client"), ls.get("server")) for ls in labels}
+        if edges:
+            return f"no data for edges {sorted(edges)} in {expr}"
+    return ""
+
+
+def dashboard_queries(b: Backends) -> list[tuple[str, QueryCheck]]:
+    found: list[tuple[str, QueryCheck]] = []
+    for file, dashboard in b.dashboards.items():
+        variables = dashboard_variables(dashboard, file)
+        panels = [p for row in dashboard.get("panels", []) for p in [row, *row.get("panels", [])]]
+        for panel in panels:
+            for target in panel.get("targets", []):
+                where = f"{file}: panel {panel.get('title')!r} {target.get('refId', '')}"
+                ds_ref = target.get("datasource") or panel.get("datasource") or {}
+                uid = ds_ref.get("uid") if isinstance(ds_ref, dict) else ds_ref
+                ds = b.datasources.get(uid or "")
+                if ds is None:
+                    raise Failure(f"{where} uses data source {uid!r}, which Grafana does not provision")
+                if ds["type"] == "prometheus":
+                    found.append(
+                        (where, prometheus_panel_query(b, dashboard, panel, target, uid or "", variables, where))
+                    )
+                elif ds["type"] == "tempo" and target.get("queryType") == "serviceMap":
+                    found.append((where, service_map_query(b, dashboard, ds, target, where)))
+                elif ds["type"] == "tempo" and target.get("queryType") == "traceql":
+                    found.append((where, traceql_query(b, dashboard, ds, target, variables, where)))
+                else:
+                    raise Failure(
+                        f"{where}: a {ds['type']} query of type {target.get('queryType')} is not emulated here"
+                    )
+    return found
+
+
+def prometheus_panel_query(
+    b: Backends,
+    dashboard: dict[str, Any],
+    panel: dict[str, Any],
+    target: dict[str, Any],
+    uid: str,
+    variables: dict[str, str],
+    where: str,
+) -> QueryCheck:
+    ds = prometheus_datasource(b.datasources, uid, where)
+
+    def run() -> str:
+        time_range = relative_range(dashboard, time.time())
+        step, builtins = prometheus_variables(time_range, ds, panel.get("maxDataPoints"))
+        expr = substitute(target["expr"], {**builtins, **variables}, where)
+        instant = target.get("instant") and not target.get("range")
+        return expect_data(prom_query(ds, expr, None if instant else time_range, step), b.hops, expr)
+
+    return run
+
+
+def service_map_query(
+    b: Backends, dashboard: dict[str, Any], tempo_ds: dict[str, Any], target: dict[str, Any], where: str
+) -> QueryCheck:
+    """What Grafana's Tempo data source asks Prometheus for a service map: per
+    service-graph metric, its rate over the dashboard's range by client and server
+    (instant queries). The node graph needs the request totals and durations;
+    failed requests only exist when something failed."""
+    prom_uid = (tempo_ds.get("jsonData") or {}).get("serviceMap", {}).get("datasourceUid", "")
+    ds = prometheus_datasource(b.datasources, prom_uid, f"{where} (the Tempo data source's serviceMap)")
+    selector = target.get("serviceMapQuery") or ""
+    required = [
+        "traces_service_graph_request_total",
+        "traces_service_graph_request_server_seconds_sum",
+        "traces_service_graph_request_server_seconds_bucket",
+    ]
+
+    def run() -> str:
+        range_s = round(relative_range(dashboard, time.time()).seconds)
+        for metric in required:
+            expr = f"sum by (client, server) (rate({metric}{selector}[{range_s}s]))"
+            problem = expect_data(prom_query(ds, expr, None), b.hops, expr)
+            if problem:
+                return problem
+        return ""
+
+    return run
+
+
+def traceql_query(
+    b: Backends,
+    dashboard: dict[str, Any],
+    tempo_ds: dict[str, Any],
+    target: dict[str, Any],
+    variables: dict[str, str],
+    where: str,
+) -> QueryCheck:
+    def run() -> str:
+        time_range = relative_range(dashboard, time.time())
+        query = substitute(target.get("query", ""), variables, where)
+        params = {
+            "q": query,
+            "limit": str(target.get("limit", 20)),
+            "start": str(int(time_range.start)),
+            "end": str(int(time_range.end) + 1),
+        }
+        answer = get_json(tempo_ds["url"].rstrip("/") + "/api/search", params)
+        return "" if answer.get("traces") else f"Tempo's search for {query!r} found no trace"
+
+    return run
+
+
+def traces_to_metrics_queries(b: Backends) -> list[tuple[str, QueryCheck]]:
+    """The Tempo data source's trace-to-metrics links, opened on each hop's server
+    span of the checked trace, as Grafana builds them: $__tags from the span's
+    resource and span attributes (tags: key → label), the time range the span's
+    plus the configured shifts, then the Prometheus variables."""
+    found: list[tuple[str, QueryCheck]] = []
+    for uid, ds in b.datasources.items():
+        options = (ds.get("jsonData") or {}).get("tracesToMetrics")
+        if ds.get("type") != "tempo" or not options:
+            continue
+        prom = prometheus_datasource(
+            b.datasources, options.get("datasourceUid", ""), f"data source {uid}'s tracesToMetrics"
+        )
+        shift_start = parse_duration(options["spanStartTimeShift"]) if options.get("spanStartTimeShift") else 0
+        shift_end = parse_duration(options["spanEndTimeShift"]) if options.get("spanEndTimeShift") else 0
+        for query in options.get("queries", []):
+            for span in (s for s in b.trace_spans if checks.kind(s) == "SERVER"):
+                where = f"data source {uid}: trace to metrics {query.get('name')!r} on {span['service']}"
+                found.append((where, trace_link_query(b, prom, options, query, span, shift_start, shift_end, where)))
+    return found
+
+
+def trace_link_query(
+    b: Backends,
+    prom: PromDatasource,
+    options: dict[str, Any],
+    query: dict[str, Any],
+    span: checks.Span,
+    shift_start: float,
+    shift_end: float,
+    where: str,
+) -> QueryCheck:
+    expr = query.get("query") or ""
+    if not expr:
+        raise Failure(f"{where}: no query (Grafana would use its own default)")
+    tags = options.get("tags") or []
+    if tags and "$__tags" in expr:
+        values = {**span["resource"], **span["attrs"]}
+        labels = [f'{t.get("value") or t["key"]}="{values[t["key"]]}"' for t in tags if values.get(t["key"])]
+        expr = expr.replace("$__tags", ", ".join(labels))
+    start = span["startNs"] / 1e9
+    time_range = Range(start + shift_start, start + span["durationMs"] / 1000 + shift_end)
+
+    def run() -> str:
+        # The span's range reaches into the future; Prometheus has data up to now.
+        step, builtins = prometheus_variables(time_range, prom, None)
+        final = substitute(expr, builtins, where)
+        return expect_data(prom_query(prom, final, time_range, step), b.hops, final)
+
+    return run
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+@contextmanager
+def terminated_like_interrupted() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP unwind the runs, so that each stops what it started."""
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # SIGINT too: a shell starts background jobs with it ignored.
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def available_tempos() -> list[str]:
+    return sorted(p.name[len("tempo-") : -len(".xz")] for p in (SHARED / "lab-runtime").glob("tempo-*.xz"))
+
+
+def ensure_prometheus() -> None:
+    if shutil.which("prometheus") or os.path.exists("/usr/bin/prometheus"):
+        return
+    say("installing Debian's prometheus")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
+    ):
+        if subprocess.run(command, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+            raise Failure(f"{' '.join(command)} failed")
+
+
+def ensure_service_binary() -> None:
+    if SERVICE_BIN.exists():
+        return
+    say(f"building {SERVICE_BIN.relative_to(ROOT)}")
+    if subprocess.run(["cargo", "build", "--locked", "--bin", "microservice"], cwd=ROOT).returncode != 0:
+        raise Failure("cargo build failed")
+
+
+def main() -> int:
+    tempos = available_tempos()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--tempo", action="append", choices=tempos, help="a Tempo of ../shared/lab-runtime (default: all)"
+    )
+    parser.add_argument("--chain", action="append", choices=CHAINS, help="which chain (default: all)")
+    args = parser.parse_args()
+    if not tempos:
+        say(f"lab-runtime: no Tempo in {SHARED / 'lab-runtime'}")
+        return 1
+    versions, chains = args.tempo or tempos, args.chain or CHAINS
+
+    try:
+        with terminated_like_interrupted():
+            return run_all(versions, chains)
+    except KeyboardInterrupt as signalled:
+        say(f"\nlab-runtime: interrupted ({signalled or 'SIGINT'}); what it had started is stopped")
+        return 130
+
+
+def run_all(versions: list[str], chains: list[str]) -> int:
+    try:
+        ensure_prometheus()
+        ensure_service_binary()
+        systems = evaluate(versions, chains)
+    except Failure as failure:
+        say(f"lab-runtime: {failure}")
+        return 1
+    results: list[tuple[str, bool, float]] = []
+    for version in versions:
+        for chain in chains:
+            name = f"tempo {version} × {chain} chain"
+            say(f"\n--- {name}")
+            started = time.monotonic()
+            scratch = Path(tempfile.mkdtemp(prefix="lab-runtime-"))
+            try:
+                run_lab(version, chain, systems[f"{version}/{chain}"], scratch)
+                results.append((name, True, time.monotonic() - started))
+            except Failure as failure:
+                say(f"FAILED: {name}: {failure}")
+                results.append((name, False, time.monotonic() - started))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    say("\nlab-runtime:")
+    for name, ok, seconds in results:
+        say(f"  {'ok    ' if ok else 'FAILED'} {name}  {seconds:.0f} s")
+    passed = sum(ok for _, ok, _ in results)
+    say(f"lab-runtime: {passed} passed, {len(results) - passed} failed")
+    return 0 if passed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
