@@ -20,11 +20,9 @@ WORK_SPAN = "simulated work"  # only when the hop has a delay or jitter
 WORK_ATTRIBUTE = "lab.response_time_ms"  # the configured delay, on WORK_SPAN
 TEMPLATE_LOAD = "template load"
 TEMPLATE_RENDER = "template render"
-TEMPLATE_SPANS = {
-    # The entry hop renders page.html, which includes part.html.
-    "entry": [TEMPLATE_LOAD, TEMPLATE_RENDER, TEMPLATE_LOAD],
-    "inner": [TEMPLATE_LOAD, TEMPLATE_RENDER],
-}
+# Every hop checks its compiled templates, then renders (the entry page.html,
+# which includes part.html; the others part.html alone).
+TEMPLATE_SPANS = [TEMPLATE_LOAD, TEMPLATE_RENDER]
 RESOURCE_ATTRIBUTES = ["service.name", "service.version", "service.instance.id", "host.name"]
 
 # Metrics of Tempo's metrics-generator, as they arrive in Prometheus.
@@ -39,7 +37,7 @@ Hop = dict[str, Any]
 
 def expected_span_names(hop: Hop) -> Counter[str]:
     names = Counter([SERVER_SPAN])
-    names.update(TEMPLATE_SPANS["entry" if hop["entry"] else "inner"])
+    names.update(TEMPLATE_SPANS)
     # src/delay.rs skips the span only when both delay and jitter are 0.
     if hop["responseTime"] > 0 or hop["jitter"] > 0:
         names[WORK_SPAN] += 1
