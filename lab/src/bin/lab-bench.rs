@@ -32,6 +32,9 @@ struct Args {
     /// Warm-up seconds before each measurement.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
+    /// Requests of the delay-fidelity mode (at 10 per second).
+    #[arg(long, default_value_t = 400)]
+    delay_requests: usize,
     /// Seconds per phase of the fault and shutdown modes.
     #[arg(long, default_value_t = 3.0)]
     phase: f64,
@@ -80,6 +83,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         rounds: args.rounds,
         warmup: Duration::from_secs_f64(args.warmup),
         phase: Duration::from_secs_f64(args.phase),
+        delay_requests: args.delay_requests.max(1),
         ..BenchConfig::new(lab::service_binary::locate(args.service_bin, "lab-bench")?)
     };
     let report = bench::run(&config, &|step| eprintln!("lab-bench: {step}")).await?;
