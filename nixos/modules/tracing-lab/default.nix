@@ -15,6 +15,12 @@ let
       ;
   };
 
+  # What listens on listenAddress.
+  exposed = topology.exposedPorts {
+    hops = cfg.chain;
+    inherit (cfg) ports;
+  };
+
   hopModule = {
     options = {
       name = mkOption {
@@ -154,6 +160,7 @@ in
     ports = {
       grafana = portOption "grafana" "Grafana";
       tempo = portOption "tempo" "Tempo's HTTP API";
+      tempoGrpc = portOption "tempoGrpc" "Tempo's gRPC server (on loopback)";
       tempoOtlpGrpc = portOption "tempoOtlpGrpc" "Tempo's OTLP/gRPC receiver";
       tempoOtlpHttp = portOption "tempoOtlpHttp" "Tempo's OTLP/HTTP receiver";
       prometheus = portOption "prometheus" "Prometheus";
@@ -182,13 +189,6 @@ in
     # What runs where, for people (see the login banner) and for the VM test.
     environment.etc."tracing-lab/lab.json".text = builtins.toJSON lab.summary;
 
-    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall (
-      lib.optional (cfg.chain != [ ]) (lib.head cfg.chain).port
-      ++ [
-        cfg.ports.grafana
-        cfg.ports.tempo
-        cfg.ports.prometheus
-      ]
-    );
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall (map (e: e.port) exposed);
   };
 }
