@@ -33,7 +33,11 @@ in
     ./forward-ports.nix
   ];
 
-  services.tracing-lab.enable = true;
+  services.tracing-lab = {
+    enable = true;
+    # Only this host reaches the VM: whoever opens Grafana may do everything.
+    grafanaAnonymousRole = "Admin";
+  };
 
   networking.hostName = "tracing-lab";
 

@@ -33,7 +33,7 @@ in
 
       settings = backends.grafanaSettings {
         inherit (cfg) ports listenAddress;
-        anonymousRole = "Admin";
+        anonymousRole = cfg.grafanaAnonymousRole;
         # Read from a file that the unit generates on first boot (below), so
         # the key never lands in the world-readable Nix store.
         secretKey = "$__file{${secretKeyFile}}";
