@@ -1,5 +1,6 @@
-# Makes the lab's UIs reachable from the host running the VM: each port a
-# browser opens, on the same port of the host's 127.0.0.1.
+# The interactive test driver's forwards (`nix run .#test-interactive`): each
+# port a browser opens, on the same port of the host's 127.0.0.1. The `nix run`
+# VM forwards the same ports through its app instead (./vm-host-ports.nix).
 { config, ... }:
 let
   topology = import ./lib/topology.nix;
