@@ -25,7 +25,8 @@ let
   runtimeDir = "/run/tracing-lab";
 
   # "<guest port> <what>" lines for the scripts below.
-  portTable = lib.concatMapStrings (exposed: "${toString exposed.port} ${exposed.what}\n") exposedPorts;
+  portLine = exposed: "${toString exposed.port} ${exposed.what}\n";
+  portTable = lib.concatMapStrings portLine exposedPorts;
 
   vm = config.system.build.vm;
   runVm = "${vm}/bin/run-${config.system.name}-vm";

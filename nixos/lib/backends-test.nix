@@ -24,7 +24,7 @@ let
   datasources = backends.grafanaDatasources { ports = moved; };
   datasource = type: builtins.head (builtins.filter (ds: ds.type == type) datasources);
   tempoJson = (datasource "tempo").jsonData;
-  prometheusJson = (datasource "prometheus").jsonData;
+  exemplarDestinations = (datasource "prometheus").jsonData.exemplarTraceIdDestinations;
 
   cases = {
     "the collector receives where the hops send" = {
@@ -169,7 +169,7 @@ let
       ];
     };
     "Prometheus exemplars link to the Tempo data source" = {
-      actual = map (destination: destination.datasourceUid) prometheusJson.exemplarTraceIdDestinations;
+      actual = map (destination: destination.datasourceUid) exemplarDestinations;
       expected = [ topology.tempoDatasourceUid ];
     };
     "Grafana: anonymous role, listen address, no downloads" = {
