@@ -69,7 +69,13 @@
         }
       );
 
-      checks = forLinuxSystems (pkgs: import ./nix/checks.nix { inherit pkgs; });
+      checks = forLinuxSystems (
+        pkgs:
+        import ./nix/checks.nix {
+          inherit pkgs;
+          inherit (lib) nixosSystem;
+        }
+      );
 
       devShells = forAllSystems (pkgs: {
         default = pkgs.callPackage ./nix/shell.nix { };
