@@ -139,6 +139,18 @@ let
       actual = newer.config.services.tempo.settings;
       expected = older.config.services.tempo.settings;
     };
+    "Tempo: only blocks that both 2.10 and 3 accept (Tempo rejects unknown keys)" = {
+      actual = builtins.attrNames older.config.services.tempo.settings;
+      expected = [
+        "distributor"
+        "metrics_generator"
+        "overrides"
+        "server"
+        "storage"
+        "stream_over_http_enabled"
+        "usage_report"
+      ];
+    };
     "Tempo 2.10: the unit binds nothing over /var/tempo" = {
       actual = tempoUnit older;
       expected = {
@@ -187,6 +199,10 @@ let
         (missingPlugin "tempo")
         (missingPlugin "prometheus")
       ];
+    };
+    "Grafana 13.2 without the data source plugins: the rest still evaluates" = {
+      actual = pluginNames newerWithoutPlugins;
+      expected = null;
     };
     "Grafana 13.0 without the apps packaged: no plugin list, nothing asserted" = {
       actual = {

@@ -88,7 +88,7 @@ let
         service.wants
         service.after
       ];
-      inherit (service.serviceConfig) EnvironmentFile;
+      EnvironmentFile = service.serviceConfig.EnvironmentFile or null;
     };
 
   cases = {
