@@ -7,7 +7,6 @@
 { pkgs, nixosSystem }:
 let
   inherit (pkgs) lib;
-  backends = import ../../lib/backends.nix;
 
   labPlugins = [
     "tempo"

@@ -15,10 +15,12 @@ let
     (nixosSystem {
       modules = modules ++ [ { nixpkgs.hostPlatform = pkgs.stdenv.hostPlatform.system; } ];
     }).config;
-  vm = extra: evaluate [
-    ../../vm.nix
-    extra
-  ];
+  vm =
+    extra:
+    evaluate [
+      ../../vm.nix
+      extra
+    ];
   failedAssertions = config: map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
 
   # The `nix run` VM, and the module as someone imports it on a host.
