@@ -58,7 +58,7 @@
         {
           default = {
             type = "app";
-            program = "${config.system.build.vm}/bin/run-${config.system.name}-vm";
+            program = lib.getExe config.system.build.tracingLabVm;
             meta.description = "Boot the tracing lab VM in this terminal";
           };
           test-interactive = {
@@ -69,7 +69,13 @@
         }
       );
 
-      checks = forLinuxSystems (pkgs: import ./nix/checks.nix { inherit pkgs; });
+      checks = forLinuxSystems (
+        pkgs:
+        import ./nix/checks.nix {
+          inherit pkgs;
+          inherit (lib) nixosSystem;
+        }
+      );
 
       devShells = forAllSystems (pkgs: {
         default = pkgs.callPackage ./nix/shell.nix { };

@@ -1,6 +1,6 @@
 # `nix flake check` on Linux: the lab VM test, the package with its tests,
-# clippy, rustfmt and nixfmt.
-{ pkgs }:
+# clippy, rustfmt and nixfmt, and the evaluation tests of the NixOS modules.
+{ pkgs, nixosSystem }:
 let
   inherit (pkgs) lib;
   microservice = pkgs.callPackage ./package.nix { };
@@ -23,6 +23,10 @@ let
 in
 {
   lab = import ../nixos/tests/lab.nix { inherit pkgs; };
+
+  eval-wiring = import ../nixos/tests/eval/wiring.nix { inherit pkgs nixosSystem; };
+
+  eval-versions = import ../nixos/tests/eval/versions.nix { inherit pkgs nixosSystem; };
 
   inherit microservice;
 

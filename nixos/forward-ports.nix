@@ -1,24 +1,24 @@
-# Makes the lab's UIs reachable from the host running the VM: the entry hop,
-# Grafana, Tempo and Prometheus, each on the same port of 127.0.0.1 only.
-{ config, lib, ... }:
+# The interactive test driver's forwards (`nix run .#test-interactive`): each
+# port a browser opens, on the same port of the host's 127.0.0.1. The `nix run`
+# VM forwards the same ports through its app instead (./vm-host-ports.nix).
+{ config, ... }:
 let
+  topology = import ./lib/topology.nix;
   cfg = config.services.tracing-lab;
-  forward = port: {
-    from = "host";
-    host = {
-      address = "127.0.0.1";
-      inherit port;
-    };
-    guest.port = port;
+  exposedPorts = topology.exposedPorts {
+    hops = cfg.chain;
+    inherit (cfg) ports;
   };
 in
 {
-  services.tracing-lab.openFirewall = true;
+  imports = [ ./host-reachable.nix ];
 
-  virtualisation.forwardPorts = map forward [
-    (lib.head cfg.chain).port
-    cfg.ports.grafana
-    cfg.ports.tempo
-    cfg.ports.prometheus
-  ];
+  virtualisation.forwardPorts = map (exposed: {
+    from = "host";
+    host = {
+      address = "127.0.0.1";
+      inherit (exposed) port;
+    };
+    guest.port = exposed.port;
+  }) exposedPorts;
 }

@@ -1,20 +1,8 @@
 # Eval tests of ./topology.nix, no nixpkgs needed:
 #   nix-instantiate --eval --strict nixos/lib/topology-test.nix
-# Evaluates to true, or throws naming the first failing case.
+# Evaluates to true, or throws naming every failing case.
 let
   topology = import ./topology.nix;
-
-  check =
-    name:
-    { actual, expected }:
-    if actual == expected then
-      true
-    else
-      throw ''
-        topology test `${name}` failed:
-          expected ${builtins.toJSON expected}
-          got      ${builtins.toJSON actual}
-      '';
 
   default = topology.chain { hops = topology.defaultChain; };
 
@@ -49,7 +37,7 @@ let
       }
     ];
     otlpProtocol = "grpc";
-    listenAddress = "127.0.0.1";
+    listenAddress = "0.0.0.0";
     grafanaUrl = "http://grafana.example:3000";
   };
 
@@ -71,8 +59,19 @@ let
         name = "b c";
         port = 8081;
       }
+      # Ports the lab never sets but its components take.
+      {
+        name = "d";
+        port = 9095;
+      }
+      {
+        name = "e";
+        port = 8888;
+      }
     ];
   };
+
+  empty = topology.chain { hops = [ ]; };
 
   # What the microservice module adds to a chain instance before building its environment.
   environmentOf =
@@ -100,9 +99,9 @@ let
         "3"
       ];
     };
-    "the entry hop listens on all interfaces" = {
+    "by default the entry hop listens on loopback" = {
       actual = default.instances."1".host;
-      expected = "0.0.0.0";
+      expected = "127.0.0.1";
     };
     "inner hops listen on loopback" = {
       actual = default.instances."2".host;
@@ -188,8 +187,12 @@ let
       actual = fanOut.instances.stock.otlpEndpoint;
       expected = "http://127.0.0.1:4317";
     };
-    "listen address" = {
+    "the entry hop listens on listenAddress" = {
       actual = fanOut.instances.gateway.host;
+      expected = "0.0.0.0";
+    };
+    "inner hops stay on loopback whatever listenAddress is" = {
+      actual = fanOut.instances.catalog.host;
       expected = "127.0.0.1";
     };
     "jitter" = {
@@ -203,14 +206,96 @@ let
         "services.tracing-lab.chain: hop name `a` is used more than once."
         "services.tracing-lab.chain: hop name `b c` must match [A-Za-z0-9_-]+."
         "services.tracing-lab.chain: port 8081 is used by more than one hop."
-        "services.tracing-lab.chain: port 3000 is taken by a lab backend."
+        "services.tracing-lab.chain: hop `a` is on port 3000, which Grafana (services.tracing-lab.ports.grafana) takes."
+        "services.tracing-lab.chain: hop `d` is on port 9095, which Tempo's gRPC server (services.tracing-lab.ports.tempoGrpc) takes."
+        "services.tracing-lab.chain: hop `e` is on port 8888, which the collector's own metrics (its built-in default) takes."
         "services.tracing-lab.chain: hop `a` calls unknown hop `ghost`."
         "services.tracing-lab.chain: hop `a` calls itself."
       ];
     };
     "an empty chain is an error" = {
-      actual = (topology.chain { hops = [ ]; }).errors;
+      actual = empty.errors;
       expected = [ "services.tracing-lab.chain: it must contain at least one hop." ];
+    };
+    "an empty chain still has a whole summary, without an entry URL" = {
+      actual = builtins.fromJSON (builtins.toJSON empty.summary);
+      expected = {
+        hops = [ ];
+        ports = topology.defaultPorts // topology.fixedPorts;
+        listenAddress = "127.0.0.1";
+        grafanaUrl = "http://localhost:3000";
+        otlpProtocol = "http/protobuf";
+        entryUrl = null;
+      };
+    };
+    "a moved Tempo gRPC port frees 9095 and takes the new one" = {
+      actual =
+        (topology.chain {
+          hops = [
+            {
+              name = "a";
+              port = 9095;
+            }
+            {
+              name = "b";
+              port = 9096;
+            }
+          ];
+          ports = topology.defaultPorts // {
+            tempoGrpc = 9096;
+          };
+        }).errors;
+      expected = [
+        "services.tracing-lab.chain: hop `b` is on port 9096, which Tempo's gRPC server (services.tracing-lab.ports.tempoGrpc) takes."
+      ];
+    };
+
+    "what a browser opens, entry first" = {
+      actual = topology.exposedPorts { hops = topology.defaultChain; };
+      expected = [
+        {
+          name = "chain";
+          port = 8080;
+          what = "the chain";
+        }
+        {
+          name = "grafana";
+          port = 3000;
+          what = "Grafana";
+        }
+        {
+          name = "tempo";
+          port = 3200;
+          what = "Tempo";
+        }
+        {
+          name = "prometheus";
+          port = 9090;
+          what = "Prometheus";
+        }
+      ];
+    };
+    "an empty chain exposes only the backends" = {
+      actual = map (exposed: exposed.name) (topology.exposedPorts { hops = [ ]; });
+      expected = [
+        "grafana"
+        "tempo"
+        "prometheus"
+      ];
+    };
+    "the summary lists every port a component takes" = {
+      actual = default.summary.ports;
+      expected = {
+        grafana = 3000;
+        tempo = 3200;
+        tempoGrpc = 9095;
+        tempoOtlpGrpc = 4417;
+        tempoOtlpHttp = 4418;
+        prometheus = 9090;
+        collectorOtlpGrpc = 4317;
+        collectorOtlpHttp = 4318;
+        collectorTelemetry = 8888;
+      };
     };
 
     "instance environment" = {
@@ -289,4 +374,4 @@ let
     };
   };
 in
-builtins.all (name: check name cases.${name}) (builtins.attrNames cases)
+import ./expect.nix "topology tests" cases

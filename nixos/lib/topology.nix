@@ -45,12 +45,33 @@ rec {
   defaultPorts = {
     grafana = 3000;
     tempo = 3200;
+    # Tempo's gRPC server: its query frontend hands queries to its queriers there.
+    tempoGrpc = 9095;
     # Tempo's own OTLP receiver, moved off 4317/4318 because the collector owns those.
     tempoOtlpGrpc = 4417;
     tempoOtlpHttp = 4418;
     prometheus = 9090;
     collectorOtlpGrpc = 4317;
     collectorOtlpHttp = 4318;
+  };
+
+  # Ports a lab component takes without the lab setting them: the collector
+  # serves its own metrics on localhost:8888 by default.
+  fixedPorts = {
+    collectorTelemetry = 8888;
+  };
+
+  # Who takes each port of `defaultPorts // fixedPorts`, for error messages.
+  portOwners = {
+    grafana = "Grafana (services.tracing-lab.ports.grafana)";
+    tempo = "Tempo's HTTP API (services.tracing-lab.ports.tempo)";
+    tempoGrpc = "Tempo's gRPC server (services.tracing-lab.ports.tempoGrpc)";
+    tempoOtlpGrpc = "Tempo's OTLP/gRPC receiver (services.tracing-lab.ports.tempoOtlpGrpc)";
+    tempoOtlpHttp = "Tempo's OTLP/HTTP receiver (services.tracing-lab.ports.tempoOtlpHttp)";
+    prometheus = "Prometheus (services.tracing-lab.ports.prometheus)";
+    collectorOtlpGrpc = "the collector's OTLP/gRPC receiver (services.tracing-lab.ports.collectorOtlpGrpc)";
+    collectorOtlpHttp = "the collector's OTLP/HTTP receiver (services.tracing-lab.ports.collectorOtlpHttp)";
+    collectorTelemetry = "the collector's own metrics (its built-in default)";
   };
 
   # The seed's three hops. No jitter, so every simulated-work span lasts at
@@ -161,6 +182,37 @@ rec {
     // optionalAttrs (instance.traceLink != null) { TRACE_LINK = instance.traceLink; }
     // instance.environment;
 
+  # What a browser opens, each listening on the lab's `listenAddress`: the entry
+  # hop (when there is one), Grafana, Tempo's HTTP API and Prometheus. The
+  # firewall, QEMU's port forwarding and the VM's banner all use this list.
+  exposedPorts =
+    {
+      hops,
+      ports ? defaultPorts,
+    }:
+    optional (hops != [ ]) {
+      name = "chain";
+      port = (head hops).port;
+      what = "the chain";
+    }
+    ++ [
+      {
+        name = "grafana";
+        port = ports.grafana;
+        what = "Grafana";
+      }
+      {
+        name = "tempo";
+        port = ports.tempo;
+        what = "Tempo";
+      }
+      {
+        name = "prometheus";
+        port = ports.prometheus;
+        what = "Prometheus";
+      }
+    ];
+
   # Wires a list of hops into microservice instances. Each hop calls the next
   # one in the list unless it names its callees in `calls` (fan-out, or [ ] for
   # a leaf). The first hop is the entry: it listens on `listenAddress`, the
@@ -174,7 +226,7 @@ rec {
     {
       hops,
       ports ? defaultPorts,
-      listenAddress ? "0.0.0.0",
+      listenAddress ? "127.0.0.1",
       grafanaUrl ? "http://localhost:${toString ports.grafana}",
       otlpProtocol ? "http/protobuf",
     }:
@@ -182,7 +234,11 @@ rec {
       hs = map (hop: hopDefaults // hop) hops;
       names = map (hop: hop.name) hs;
       hopPorts = map (hop: hop.port) hs;
-      labPorts = attrValues ports;
+      # Each port a lab component takes, with who takes it.
+      componentPorts = map (name: {
+        port = (ports // fixedPorts).${name};
+        owner = portOwners.${name} or name;
+      }) (attrNames (ports // fixedPorts));
       byName = listToAttrs (
         map (hop: {
           inherit (hop) name;
@@ -210,6 +266,10 @@ rec {
         map (name: chainError "hop `${hop.name}` calls unknown hop `${name}`.") unknown
         ++ optional (elem hop.name calls) (chainError "hop `${hop.name}` calls itself.");
 
+      portClash =
+        hop: taken:
+        chainError "hop `${hop.name}` is on port ${toString hop.port}, which ${taken.owner} takes.";
+
       errors = concatLists [
         (optional (hs == [ ]) (chainError "it must contain at least one hop."))
         (map (name: chainError "hop name `${name}` is used more than once.") (duplicates names))
@@ -219,8 +279,8 @@ rec {
         (map (port: chainError "port ${toString port} is used by more than one hop.") (
           duplicates hopPorts
         ))
-        (map (port: chainError "port ${toString port} is taken by a lab backend.") (
-          filter (port: elem port labPorts) hopPorts
+        (concatLists (
+          map (hop: map (portClash hop) (filter (taken: taken.port == hop.port) componentPorts)) hs
         ))
         (concatLists (imap0 callErrors hs))
       ];
@@ -277,13 +337,14 @@ rec {
           url = url hop;
           calledServices = map serviceName (known (callsOf i hop));
         }) hs;
+        ports = ports // fixedPorts;
         inherit
-          ports
           listenAddress
           grafanaUrl
           otlpProtocol
           ;
-        entryUrl = "http://localhost:${toString (head hs).port}/";
+        # null for an empty chain, which the lab reports as an error.
+        entryUrl = if hs == [ ] then null else "http://localhost:${toString (head hs).port}/";
       };
     };
 }

@@ -13,7 +13,11 @@ pkgs.testers.runNixOSTest {
     {
       imports = [ ../modules/tracing-lab ];
 
-      services.tracing-lab.enable = true;
+      services.tracing-lab = {
+        enable = true;
+        # As in the `nix run` VM; the script reads Grafana's data sources through its API.
+        grafanaAnonymousRole = "Admin";
+      };
 
       virtualisation = {
         cores = 2;

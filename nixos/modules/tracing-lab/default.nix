@@ -15,6 +15,12 @@ let
       ;
   };
 
+  # What listens on listenAddress.
+  exposed = topology.exposedPorts {
+    hops = cfg.chain;
+    inherit (cfg) ports;
+  };
+
   hopModule = {
     options = {
       name = mkOption {
@@ -124,9 +130,14 @@ in
 
     listenAddress = mkOption {
       type = types.str;
-      default = "0.0.0.0";
-      example = "127.0.0.1";
-      description = "Address of what a browser opens: the entry hop, Grafana, Tempo and Prometheus.";
+      default = "127.0.0.1";
+      example = "0.0.0.0";
+      description = ''
+        Address of what a browser opens: the entry hop, Grafana, Tempo's HTTP
+        API and Prometheus. Everything else listens on loopback only. None of
+        these ask for a password by default (see
+        {option}`services.tracing-lab.openFirewall`).
+      '';
     };
 
     grafanaUrl = mkOption {
@@ -145,15 +156,39 @@ in
       description = "How the hops send spans to the collector.";
     };
 
+    grafanaAnonymousRole = mkOption {
+      type = types.enum [
+        "Viewer"
+        "Editor"
+        "Admin"
+      ];
+      default = "Viewer";
+      example = "Admin";
+      description = ''
+        Role of whoever opens Grafana without logging in. A `Viewer` sees the
+        dashboards; Explore, where each page's trace link opens, needs `Editor`
+        or more. The lab VM, reachable only from its host, uses `Admin`.
+      '';
+    };
+
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Whether to open the ports of the entry hop, Grafana, Tempo and Prometheus.";
+      description = ''
+        Whether to open the ports of the entry hop, Grafana, Tempo's HTTP API
+        and Prometheus. With a {option}`services.tracing-lab.listenAddress`
+        other than loopback, anyone who reaches them can read every trace
+        (Tempo), read and write metrics (Prometheus' remote-write receiver is
+        on), use Grafana with {option}`services.tracing-lab.grafanaAnonymousRole`
+        and, unless you change it, log in as Grafana's `admin` with password
+        `admin`.
+      '';
     };
 
     ports = {
       grafana = portOption "grafana" "Grafana";
       tempo = portOption "tempo" "Tempo's HTTP API";
+      tempoGrpc = portOption "tempoGrpc" "Tempo's gRPC server (on loopback)";
       tempoOtlpGrpc = portOption "tempoOtlpGrpc" "Tempo's OTLP/gRPC receiver";
       tempoOtlpHttp = portOption "tempoOtlpHttp" "Tempo's OTLP/HTTP receiver";
       prometheus = portOption "prometheus" "Prometheus";
@@ -182,13 +217,6 @@ in
     # What runs where, for people (see the login banner) and for the VM test.
     environment.etc."tracing-lab/lab.json".text = builtins.toJSON lab.summary;
 
-    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall (
-      lib.optional (cfg.chain != [ ]) (lib.head cfg.chain).port
-      ++ [
-        cfg.ports.grafana
-        cfg.ports.tempo
-        cfg.ports.prometheus
-      ]
-    );
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall (map (e: e.port) exposed);
   };
 }

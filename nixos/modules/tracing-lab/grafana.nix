@@ -5,48 +5,38 @@
   ...
 }:
 let
-  inherit (import ../../lib/topology.nix) tempoDatasourceUid prometheusDatasourceUid;
+  backends = import ../../lib/backends.nix;
 
   cfg = config.services.tracing-lab;
   grafana = config.services.grafana;
   secretKeyFile = "${grafana.dataDir}/secret_key";
 
-  # From 13.2 Grafana serves these data sources from external plugins, which
-  # it would try to download at start; the lab must work offline.
-  externalPlugins = lib.optionals (lib.versionAtLeast grafana.package.version "13.2") [
-    pkgs.grafanaPlugins.tempo
-    pkgs.grafanaPlugins.prometheus
-  ];
-
-  # Provisioning files expand ${...} themselves, so PromQL's $__tags is written $$__tags.
-  calls = "traces_spanmetrics_calls_total{$$__tags}";
-  latencyBuckets = "traces_spanmetrics_latency_bucket{$$__tags}";
+  plugins = backends.grafanaPlugins grafana.package.version;
+  packaged = name: pkgs.grafanaPlugins ? ${name};
+  missing = lib.filter (name: !packaged name) plugins.required;
+  installedNames = lib.filter packaged (plugins.required ++ plugins.wanted);
+  installed = map (name: pkgs.grafanaPlugins.${name}) installedNames;
 in
 {
   config = lib.mkIf cfg.enable {
+    # Instead of an attribute error, say which plugin is missing.
+    assertions = map (name: {
+      assertion = false;
+      message = "services.tracing-lab: Grafana ${grafana.package.version} needs pkgs.grafanaPlugins.${name}, which this nixpkgs lacks; the lab runs offline, so Grafana cannot download it. Use a nixpkgs that packages it, or add it with an overlay.";
+    }) missing;
+
     services.grafana = {
       enable = true;
-      declarativePlugins = lib.mkIf (externalPlugins != [ ]) externalPlugins;
+      # Setting this also turns off Grafana's downloads at start, so it lists
+      # every plugin the lab needs.
+      declarativePlugins = lib.mkIf (installed != [ ]) installed;
 
-      settings = {
-        server = {
-          http_addr = cfg.listenAddress;
-          http_port = cfg.ports.grafana;
-        };
+      settings = backends.grafanaSettings {
+        inherit (cfg) ports listenAddress;
+        anonymousRole = cfg.grafanaAnonymousRole;
         # Read from a file that the unit generates on first boot (below), so
         # the key never lands in the world-readable Nix store.
-        security.secret_key = "$__file{${secretKeyFile}}";
-        "auth.anonymous" = {
-          enabled = true;
-          org_role = "Admin";
-        };
-        analytics = {
-          reporting_enabled = false;
-          check_for_updates = false;
-          check_for_plugin_updates = false;
-        };
-        # No plugin downloads at start.
-        plugins.preinstall_disabled = true;
+        secretKey = "$__file{${secretKeyFile}}";
       };
 
       provision = {
@@ -55,56 +45,7 @@ in
         datasources.settings = {
           apiVersion = 1;
           prune = true;
-          datasources = [
-            {
-              name = "Prometheus";
-              type = "prometheus";
-              uid = prometheusDatasourceUid;
-              url = "http://127.0.0.1:${toString cfg.ports.prometheus}";
-              jsonData = {
-                httpMethod = "POST";
-                exemplarTraceIdDestinations = [
-                  {
-                    name = "traceID";
-                    datasourceUid = tempoDatasourceUid;
-                  }
-                ];
-              };
-            }
-            {
-              name = "Tempo";
-              type = "tempo";
-              uid = tempoDatasourceUid;
-              url = "http://127.0.0.1:${toString cfg.ports.tempo}";
-              isDefault = true;
-              jsonData = {
-                serviceMap.datasourceUid = prometheusDatasourceUid;
-                nodeGraph.enabled = true;
-                search.hide = false;
-                tracesToMetrics = {
-                  datasourceUid = prometheusDatasourceUid;
-                  spanStartTimeShift = "-5m";
-                  spanEndTimeShift = "5m";
-                  tags = [
-                    {
-                      key = "service.name";
-                      value = "service";
-                    }
-                  ];
-                  queries = [
-                    {
-                      name = "Request rate";
-                      query = "sum(rate(${calls}[1m]))";
-                    }
-                    {
-                      name = "Latency p95";
-                      query = "histogram_quantile(0.95, sum by (le) (rate(${latencyBuckets}[1m])))";
-                    }
-                  ];
-                };
-              };
-            }
-          ];
+          datasources = backends.grafanaDatasources { inherit (cfg) ports; };
         };
 
         dashboards.settings = {

@@ -1,0 +1,198 @@
+# Eval tests of ./backends.nix, no nixpkgs needed:
+#   nix-instantiate --eval --strict nixos/lib/backends-test.nix
+# Evaluates to true, or throws naming every failing case.
+let
+  topology = import ./topology.nix;
+  backends = import ./backends.nix;
+
+  ports = topology.defaultPorts;
+  moved = ports // {
+    tempo = 13200;
+    tempoGrpc = 19095;
+    tempoOtlpGrpc = 14417;
+    prometheus = 19090;
+    collectorOtlpGrpc = 14317;
+    collectorOtlpHttp = 14318;
+  };
+
+  collector = backends.collectorSettings { ports = moved; };
+  tempo = backends.tempoSettings {
+    ports = moved;
+    listenAddress = "0.0.0.0";
+    stateDir = "/state";
+  };
+  datasources = backends.grafanaDatasources { ports = moved; };
+  datasource = type: builtins.head (builtins.filter (ds: ds.type == type) datasources);
+  tempoJson = (datasource "tempo").jsonData;
+  exemplarDestinations = (datasource "prometheus").jsonData.exemplarTraceIdDestinations;
+
+  cases = {
+    "the collector receives where the hops send" = {
+      actual = collector.receivers.otlp.protocols;
+      expected = {
+        grpc.endpoint = "127.0.0.1:14317";
+        http.endpoint = "127.0.0.1:14318";
+      };
+    };
+    "the collector exports to Tempo's OTLP/gRPC receiver" = {
+      actual = collector.exporters.otlp.endpoint;
+      expected = "127.0.0.1:14417";
+    };
+    "the collector leaves its own telemetry at the default the topology reserves" = {
+      actual = collector.service ? telemetry;
+      expected = false;
+    };
+    "Tempo: only the HTTP API listens on listenAddress" = {
+      actual = tempo.server;
+      expected = {
+        http_listen_address = "0.0.0.0";
+        http_listen_port = 13200;
+        grpc_listen_address = "127.0.0.1";
+        grpc_listen_port = 19095;
+      };
+    };
+    "Tempo's generator writes to Prometheus' remote-write receiver" = {
+      actual = map (target: target.url) tempo.metrics_generator.storage.remote_write;
+      expected = [ "http://127.0.0.1:19090/api/v1/write" ];
+    };
+    "Tempo keeps its state under stateDir" = {
+      actual = [
+        tempo.storage.trace.wal.path
+        tempo.storage.trace.local.path
+        tempo.metrics_generator.storage.path
+      ];
+      expected = [
+        "/state/wal"
+        "/state/blocks"
+        "/state/generator/wal"
+      ];
+    };
+    "Tempo settings use only blocks that both 2.10 and 3.x accept" = {
+      actual = builtins.attrNames tempo;
+      expected = [
+        "distributor"
+        "metrics_generator"
+        "overrides"
+        "server"
+        "storage"
+        "stream_over_http_enabled"
+        "usage_report"
+      ];
+    };
+    "Tempo 2.10 does not write /var/tempo" = {
+      actual = backends.tempoWritesVarTempo "2.10.8";
+      expected = false;
+    };
+    "Tempo 3 writes /var/tempo" = {
+      actual = map backends.tempoWritesVarTempo [
+        "3.0.0-rc.1"
+        "3.0.2"
+        "3.1.0"
+      ];
+      expected = [
+        true
+        true
+        true
+      ];
+    };
+    "Prometheus accepts remote writes" = {
+      actual = builtins.elem "--web.enable-remote-write-receiver" backends.prometheusFlags;
+      expected = true;
+    };
+
+    "Grafana before 13.2 has the data sources built in" = {
+      actual = map (version: (backends.grafanaPlugins version).required) [
+        "12.3.1"
+        "13.0.3"
+        "13.1.9"
+      ];
+      expected = [
+        [ ]
+        [ ]
+        [ ]
+      ];
+    };
+    "Grafana 13.2 and later need the Tempo and Prometheus plugins" = {
+      actual = map (version: (backends.grafanaPlugins version).required) [
+        "13.2.0"
+        "13.2.2"
+        "13.10.0"
+        "14.0.0"
+      ];
+      expected = [
+        [
+          "tempo"
+          "prometheus"
+        ]
+        [
+          "tempo"
+          "prometheus"
+        ]
+        [
+          "tempo"
+          "prometheus"
+        ]
+        [
+          "tempo"
+          "prometheus"
+        ]
+      ];
+    };
+    "the Drilldown apps for traces and metrics are wanted on every version" = {
+      actual = (backends.grafanaPlugins "13.0.3").wanted;
+      expected = [
+        "grafana-exploretraces-app"
+        "grafana-metricsdrilldown-app"
+      ];
+    };
+    "Grafana's data sources point at Tempo and Prometheus" = {
+      actual = map (ds: { inherit (ds) uid url; }) datasources;
+      expected = [
+        {
+          uid = topology.prometheusDatasourceUid;
+          url = "http://127.0.0.1:19090";
+        }
+        {
+          uid = topology.tempoDatasourceUid;
+          url = "http://127.0.0.1:13200";
+        }
+      ];
+    };
+    "Tempo's data source links its metrics to the Prometheus data source" = {
+      actual = [
+        tempoJson.serviceMap.datasourceUid
+        tempoJson.tracesToMetrics.datasourceUid
+      ];
+      expected = [
+        topology.prometheusDatasourceUid
+        topology.prometheusDatasourceUid
+      ];
+    };
+    "Prometheus exemplars link to the Tempo data source" = {
+      actual = map (destination: destination.datasourceUid) exemplarDestinations;
+      expected = [ topology.tempoDatasourceUid ];
+    };
+    "Grafana: anonymous role, listen address, no downloads" = {
+      actual =
+        let
+          settings = backends.grafanaSettings {
+            ports = moved;
+            listenAddress = "127.0.0.1";
+            anonymousRole = "Viewer";
+            secretKey = "$__file{/k}";
+          };
+        in
+        [
+          settings."auth.anonymous".org_role
+          settings.server.http_addr
+          settings.plugins.preinstall_disabled
+        ];
+      expected = [
+        "Viewer"
+        "127.0.0.1"
+        true
+      ];
+    };
+  };
+in
+import ./expect.nix "backends tests" cases

@@ -1,0 +1,215 @@
+# The settings of the lab's backends as plain data, one function per backend
+# taking the lab's ports (and paths where a backend keeps state). The modules
+# under ../modules/tracing-lab hand them to the stock NixOS services; anything
+# else that runs the same backends can take them too. Builtins only, so
+# `nix-instantiate --eval --strict` tests it without nixpkgs (./backends-test.nix).
+let
+  inherit (import ./topology.nix) tempoDatasourceUid prometheusDatasourceUid;
+
+  atLeast = version: floor: builtins.compareVersions version floor >= 0;
+  loopback = port: "127.0.0.1:${toString port}";
+
+  # Provisioning files expand ${...} themselves, so PromQL's $__tags is written $$__tags.
+  spanCalls = "traces_spanmetrics_calls_total{$$__tags}";
+  spanLatencyBuckets = "traces_spanmetrics_latency_bucket{$$__tags}";
+in
+rec {
+  # OpenTelemetry Collector, core distribution: the otlp receiver, the
+  # memory_limiter and batch processors, the otlp exporter. `otlp` is the
+  # exporter's name before and after its rename to `otlp_grpc` (kept as an
+  # alias), so this works with either collector. Its own metrics stay on the
+  # built-in localhost:8888 (topology.nix's fixedPorts).
+  collectorSettings =
+    { ports }:
+    {
+      receivers.otlp.protocols = {
+        grpc.endpoint = loopback ports.collectorOtlpGrpc;
+        http.endpoint = loopback ports.collectorOtlpHttp;
+      };
+      processors = {
+        memory_limiter = {
+          check_interval = "1s";
+          limit_mib = 256;
+          spike_limit_mib = 64;
+        };
+        batch.timeout = "1s";
+      };
+      exporters.otlp = {
+        endpoint = loopback ports.tempoOtlpGrpc;
+        tls.insecure = true;
+      };
+      service.pipelines.traces = {
+        receivers = [ "otlp" ];
+        processors = [
+          "memory_limiter"
+          "batch"
+        ];
+        exporters = [ "otlp" ];
+      };
+    };
+
+  # Where Tempo's metrics-generator writes: Prometheus' remote-write receiver.
+  prometheusRemoteWriteUrl = ports: "http://${loopback ports.prometheus}/api/v1/write";
+
+  # Monolithic Tempo. Only blocks that Tempo 2.10 and 3.x both accept: no
+  # ingester/compactor (gone in 3.0), no live_store (new in 3.0), no
+  # local-blocks processor (removed in 3.0). Tempo rejects unknown keys.
+  # Only the HTTP API listens on `listenAddress`; the gRPC server, where the
+  # query frontend hands work to the queriers, stays on loopback.
+  tempoSettings =
+    {
+      ports,
+      listenAddress,
+      stateDir,
+    }:
+    {
+      stream_over_http_enabled = true;
+      server = {
+        http_listen_address = listenAddress;
+        http_listen_port = ports.tempo;
+        grpc_listen_address = "127.0.0.1";
+        grpc_listen_port = ports.tempoGrpc;
+      };
+      distributor.receivers.otlp.protocols = {
+        grpc.endpoint = loopback ports.tempoOtlpGrpc;
+        http.endpoint = loopback ports.tempoOtlpHttp;
+      };
+      metrics_generator = {
+        registry.external_labels.source = "tempo";
+        storage = {
+          path = "${stateDir}/generator/wal";
+          remote_write = [
+            {
+              url = prometheusRemoteWriteUrl ports;
+              send_exemplars = true;
+            }
+          ];
+        };
+      };
+      storage.trace = {
+        backend = "local";
+        wal.path = "${stateDir}/wal";
+        local.path = "${stateDir}/blocks";
+      };
+      overrides.defaults.metrics_generator.processors = [
+        "service-graphs"
+        "span-metrics"
+      ];
+      # The lab runs offline.
+      usage_report.reporting_enabled = false;
+    };
+
+  # Tempo 3 keeps state under built-in /var/tempo defaults (live-store WAL and
+  # shutdown marker, backend-scheduler work dir); Tempo 2.10 does not.
+  tempoWritesVarTempo = tempoVersion: atLeast tempoVersion "3";
+
+  # Nothing is scraped: Tempo's metrics-generator writes service-graph and
+  # span metrics through the remote-write receiver.
+  prometheusFlags = [
+    "--web.enable-remote-write-receiver"
+    # Keeps the trace ids Tempo attaches, so Grafana can jump from a latency spike to a trace.
+    "--enable-feature=exemplar-storage"
+  ];
+
+  # Grafana's own settings (grafana.ini sections). `secretKey` is a value
+  # Grafana reads, such as "$__file{/path}", never the key itself.
+  grafanaSettings =
+    {
+      ports,
+      listenAddress,
+      anonymousRole,
+      secretKey,
+    }:
+    {
+      server = {
+        http_addr = listenAddress;
+        http_port = ports.grafana;
+      };
+      security.secret_key = secretKey;
+      "auth.anonymous" = {
+        enabled = true;
+        org_role = anonymousRole;
+      };
+      analytics = {
+        reporting_enabled = false;
+        check_for_updates = false;
+        check_for_plugin_updates = false;
+      };
+      # No plugin downloads at start: the lab runs offline.
+      plugins.preinstall_disabled = true;
+    };
+
+  # The data sources the dashboard and the trace links refer to by UID.
+  grafanaDatasources =
+    { ports }:
+    [
+      {
+        name = "Prometheus";
+        type = "prometheus";
+        uid = prometheusDatasourceUid;
+        url = "http://${loopback ports.prometheus}";
+        jsonData = {
+          httpMethod = "POST";
+          exemplarTraceIdDestinations = [
+            {
+              name = "traceID";
+              datasourceUid = tempoDatasourceUid;
+            }
+          ];
+        };
+      }
+      {
+        name = "Tempo";
+        type = "tempo";
+        uid = tempoDatasourceUid;
+        url = "http://${loopback ports.tempo}";
+        isDefault = true;
+        jsonData = {
+          serviceMap.datasourceUid = prometheusDatasourceUid;
+          nodeGraph.enabled = true;
+          search.hide = false;
+          tracesToMetrics = {
+            datasourceUid = prometheusDatasourceUid;
+            spanStartTimeShift = "-5m";
+            spanEndTimeShift = "5m";
+            tags = [
+              {
+                key = "service.name";
+                value = "service";
+              }
+            ];
+            queries = [
+              {
+                name = "Request rate";
+                query = "sum(rate(${spanCalls}[1m]))";
+              }
+              {
+                name = "Latency p95";
+                query = "histogram_quantile(0.95, sum by (le) (rate(${spanLatencyBuckets}[1m])))";
+              }
+            ];
+          };
+        };
+      }
+    ];
+
+  # Grafana plugins by nixpkgs attribute name (pkgs.grafanaPlugins.<name>).
+  # `required`: from 13.2 Grafana serves the Tempo and Prometheus data sources
+  # from plugins, which it would otherwise download at start. `wanted`: the
+  # Drilldown apps for traces and metrics, installed where nixpkgs packages
+  # them (Grafana would download those too).
+  grafanaPlugins = grafanaVersion: {
+    required =
+      if atLeast grafanaVersion "13.2" then
+        [
+          "tempo"
+          "prometheus"
+        ]
+      else
+        [ ];
+    wanted = [
+      "grafana-exploretraces-app"
+      "grafana-metricsdrilldown-app"
+    ];
+  };
+}
