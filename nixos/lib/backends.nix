@@ -18,9 +18,15 @@ rec {
   # memory_limiter and batch processors, the otlp exporter. `otlp` is the
   # exporter's name before and after its rename to `otlp_grpc` (kept as an
   # alias), so this works with either collector. Its own metrics stay on the
-  # built-in localhost:8888 (topology.nix's fixedPorts).
+  # built-in localhost:8888 (topology.nix's fixedPorts). With `tailSampling`
+  # (an exercise's settings of the contrib distribution's `tail_sampling`
+  # processor) every trace is held until its sampling decision, between the
+  # memory limiter and the batching.
   collectorSettings =
-    { ports }:
+    {
+      ports,
+      tailSampling ? null,
+    }:
     {
       receivers.otlp.protocols = {
         grpc.endpoint = loopback ports.collectorOtlpGrpc;
@@ -33,7 +39,8 @@ rec {
           spike_limit_mib = 64;
         };
         batch.timeout = "1s";
-      };
+      }
+      // (if tailSampling == null then { } else { tail_sampling = tailSampling; });
       exporters.otlp = {
         endpoint = loopback ports.tempoOtlpGrpc;
         tls.insecure = true;
@@ -42,8 +49,9 @@ rec {
         receivers = [ "otlp" ];
         processors = [
           "memory_limiter"
-          "batch"
-        ];
+        ]
+        ++ (if tailSampling == null then [ ] else [ "tail_sampling" ])
+        ++ [ "batch" ];
         exporters = [ "otlp" ];
       };
     };

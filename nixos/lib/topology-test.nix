@@ -3,6 +3,7 @@
 # Evaluates to true, or throws naming every failing case.
 let
   topology = import ./topology.nix;
+  exercises = import ./exercises.nix;
 
   default = topology.chain { hops = topology.defaultChain; };
 
@@ -80,7 +81,6 @@ let
       instance
       // {
         serviceName = "microservice-x";
-        sampler = null;
       }
     );
 
@@ -336,9 +336,14 @@ let
           externalCallUrls = [ ];
           externalCallMode = "sequential";
           errorRate = 0;
+          externalCallTimeout = null;
+          externalCallRetries = 0;
+          propagation = "w3c";
+          baggage = null;
           otlpEndpoint = null;
           otlpProtocol = "grpc";
           sampler = "always_on";
+          samplerArg = null;
           traceLink = null;
           environment = { };
         }
@@ -354,6 +359,94 @@ let
         "RESPONSE_TIME"
         "RESPONSE_TIME_JITTER"
       ];
+    };
+
+    "an exercise's hop settings reach the service's variables" = {
+      actual =
+        let
+          lab = topology.chain { hops = exercises.byName.timeout.hops; };
+          retries = topology.chain { hops = exercises.byName.retries.hops; };
+          mute = topology.chain { hops = exercises.byName.broken-propagation.hops; };
+          sampled = topology.chain { hops = exercises.byName.sampling-independent.hops; };
+          told = topology.chain { hops = exercises.byName.baggage.hops; };
+          env = chain: name: environmentOf chain.instances.${name};
+        in
+        {
+          timeout = (env lab "2").EXTERNAL_CALL_TIMEOUT;
+          retries = (env retries "2").EXTERNAL_CALL_RETRIES;
+          propagation = (env mute "2").PROPAGATION;
+          sampler = [
+            (env sampled "1").OTEL_TRACES_SAMPLER
+            (env sampled "1").OTEL_TRACES_SAMPLER_ARG
+            (env sampled "2").OTEL_TRACES_SAMPLER
+            (env sampled "2").OTEL_TRACES_SAMPLER_ARG
+          ];
+          baggage = (env told "1").BAGGAGE;
+          untold = (env told "2") ? BAGGAGE;
+        };
+      expected = {
+        timeout = "200";
+        retries = "3";
+        propagation = "none";
+        sampler = [
+          "parentbased_traceidratio"
+          "0.25"
+          "traceidratio"
+          "0.5"
+        ];
+        baggage = "lab.customer=alice";
+        untold = false;
+      };
+    };
+    "the default chain is the baseline exercise's" = {
+      actual = topology.defaultChain;
+      expected = exercises.byName.baseline.hops;
+    };
+    "every exercise's chain is sound" = {
+      actual = builtins.filter (name: (topology.chain { hops = exercises.byName.${name}.hops; }).errors != [ ]) exercises.names;
+      expected = [ ];
+    };
+    "a variant is its exercise with the hop settings it names" = {
+      actual = map (hop: hop.callMode or "sequential") exercises.byName.fan-out-sequential.hops;
+      expected = [
+        "sequential"
+        "sequential"
+        "sequential"
+      ];
+    };
+    "calls in a circle are refused, naming the hops" = {
+      actual =
+        (topology.chain {
+          hops = [
+            {
+              name = "a";
+              port = 1;
+            }
+            {
+              name = "b";
+              port = 2;
+            }
+            {
+              name = "c";
+              port = 3;
+              calls = [ "a" ];
+            }
+          ];
+        }).errors;
+      expected = [ "services.tracing-lab.chain: hops `a` → `b` → `c` → `a` form a cycle." ];
+    };
+    "a ratio sampler without its ratio is refused" = {
+      actual =
+        (topology.chain {
+          hops = [
+            {
+              name = "a";
+              port = 1;
+              sampler = "traceidratio";
+            }
+          ];
+        }).errors;
+      expected = [ "services.tracing-lab.chain: hop `a`: sampler `traceidratio` needs samplerArg." ];
     };
 
     "trace link" = {

@@ -28,7 +28,8 @@ let
   # Each value that occurs more than once, once.
   duplicates = list: unique (filter (x: length (filter (y: y == x) list) > 1) list);
 
-  # What a hop may leave out.
+  # What a hop may leave out: the defaults of the `chain` option's hops and of
+  # the service's own settings.
   hopDefaults = {
     title = null;
     responseTime = 0;
@@ -36,7 +37,20 @@ let
     errorRate = 0;
     calls = null;
     callMode = "sequential";
+    callTimeout = null;
+    callRetries = 0;
+    propagation = "w3c";
+    baggage = null;
+    sampler = null;
+    samplerArg = null;
   };
+
+  exercises = import ./exercises.nix;
+  # The samplers that need a ratio (OTEL_TRACES_SAMPLER_ARG).
+  ratioSamplers = [
+    "traceidratio"
+    "parentbased_traceidratio"
+  ];
 in
 rec {
   tempoDatasourceUid = "tempo";
@@ -74,28 +88,10 @@ rec {
     collectorTelemetry = "the collector's own metrics (its built-in default)";
   };
 
-  # The seed's three hops. No jitter, so every simulated-work span lasts at
-  # least its configured delay and the waterfall reads as a staircase.
-  defaultChain = [
-    {
-      name = "1";
-      title = "Microservice 1";
-      port = 8080;
-      responseTime = 50;
-    }
-    {
-      name = "2";
-      title = "Microservice 2";
-      port = 8081;
-      responseTime = 100;
-    }
-    {
-      name = "3";
-      title = "Microservice 3";
-      port = 8082;
-      responseTime = 150;
-    }
-  ];
+  # The baseline exercise's three hops (exercises/baseline.json, which the lab
+  # runner reads too). No jitter, so every simulated-work span lasts at least
+  # its configured delay and the waterfall reads as a staircase.
+  defaultChain = exercises.byName.baseline.hops;
 
   # Instance `name` runs as unit microservice-<name>.service with this service.name,
   # so units, traces and metrics all use the same word.
@@ -178,7 +174,18 @@ rec {
     // optionalAttrs (instance.otlpEndpoint != null) {
       OTEL_EXPORTER_OTLP_ENDPOINT = instance.otlpEndpoint;
     }
+    // optionalAttrs (instance.externalCallTimeout != null) {
+      EXTERNAL_CALL_TIMEOUT = toString instance.externalCallTimeout;
+    }
+    // optionalAttrs (instance.externalCallRetries != 0) {
+      EXTERNAL_CALL_RETRIES = toString instance.externalCallRetries;
+    }
+    // optionalAttrs (instance.propagation != "w3c") { PROPAGATION = instance.propagation; }
+    // optionalAttrs (instance.baggage != null) { BAGGAGE = instance.baggage; }
     // optionalAttrs (instance.sampler != null) { OTEL_TRACES_SAMPLER = instance.sampler; }
+    // optionalAttrs (instance.samplerArg != null) {
+      OTEL_TRACES_SAMPLER_ARG = toJSON instance.samplerArg;
+    }
     // optionalAttrs (instance.traceLink != null) { TRACE_LINK = instance.traceLink; }
     // instance.environment;
 
@@ -283,7 +290,39 @@ rec {
           map (hop: map (portClash hop) (filter (taken: taken.port == hop.port) componentPorts)) hs
         ))
         (concatLists (imap0 callErrors hs))
+        (optional (cycle != null) (
+          chainError "hops ${concatStringsSep " → " (map (name: "`${name}`") cycle)} form a cycle."
+        ))
+        (map (hop: chainError "hop `${hop.name}`: sampler `${hop.sampler}` needs samplerArg.") (
+          filter (hop: elem hop.sampler ratioSamplers && hop.samplerArg == null) hs
+        ))
       ];
+
+      # The first cycle of calls, as the hop names along it (first one last
+      # again), or null. Depth-first from each hop; a path never exceeds the
+      # number of hops without repeating one.
+      cycle =
+        let
+          from =
+            path:
+            let
+              current = elemAt path (length path - 1);
+              # A hop calling itself has its own error above.
+              callees = filter (name: name != current) (known (callsOf (indexOf current) byName.${current}));
+              closing = filter (name: elem name path) callees;
+            in
+            if closing != [ ] then
+              dropUntil (head closing) path ++ [ (head closing) ]
+            else
+              foldl' (found: callee: if found != null then found else from (path ++ [ callee ])) null callees;
+          dropUntil = name: path: if head path == name then path else dropUntil name (builtins.tail path);
+          indexes = listToAttrs (imap0 (i: name: { inherit name; value = i; }) names);
+          indexOf = name: indexes.${name};
+        in
+        if duplicates names != [ ] then
+          null
+        else
+          foldl' (found: name: if found != null then found else from [ name ]) null names;
 
       instance = i: hop: {
         host = if i == 0 then listenAddress else "127.0.0.1";
@@ -296,6 +335,14 @@ rec {
         responseTimeJitter = hop.jitter;
         externalCallUrls = map (name: url byName.${name}) (known (callsOf i hop));
         externalCallMode = hop.callMode;
+        externalCallTimeout = hop.callTimeout;
+        externalCallRetries = hop.callRetries;
+        inherit (hop)
+          propagation
+          baggage
+          sampler
+          samplerArg
+          ;
         otlpEndpoint = otlpEndpoint {
           protocol = otlpProtocol;
           inherit ports;
@@ -329,6 +376,12 @@ rec {
             jitter
             errorRate
             callMode
+            callTimeout
+            callRetries
+            propagation
+            baggage
+            sampler
+            samplerArg
             ;
           calls = known (callsOf i hop);
           entry = i == 0;

@@ -98,6 +98,46 @@ let
           description = "Whether several next hops are called one after the other or at once (`EXTERNAL_CALL_MODE`).";
         };
 
+        externalCallTimeout = mkOption {
+          type = types.nullOr types.ints.positive;
+          default = null;
+          example = 200;
+          description = ''
+            Milliseconds each attempt of a call to a next hop may take before
+            this hop gives up with 504 (`EXTERNAL_CALL_TIMEOUT`); `null` keeps
+            the service's default, 10000.
+          '';
+        };
+
+        externalCallRetries = mkOption {
+          type = types.ints.between 0 10;
+          default = 0;
+          description = ''
+            Retries of a failed call to a next hop, each a CLIENT span of its
+            own (`EXTERNAL_CALL_RETRIES`).
+          '';
+        };
+
+        propagation = mkOption {
+          type = types.enum [
+            "w3c"
+            "none"
+          ];
+          default = "w3c";
+          description = ''
+            Whether calls to the next hops carry the trace context
+            (`PROPAGATION`): `none` plays an uninstrumented HTTP client, and
+            the next hop starts a trace of its own.
+          '';
+        };
+
+        baggage = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "lab.customer=alice";
+          description = "W3C baggage entries this hop adds, `key=value,...` (`BAGGAGE`).";
+        };
+
         errorRate = mkOption {
           type = types.numbers.between 0 1;
           default = 0;
@@ -131,11 +171,17 @@ let
           default = null;
           example = "parentbased_traceidratio";
           description = ''
-            Trace sampler (`OTEL_TRACES_SAMPLER`); set its ratio through
-            `environment.OTEL_TRACES_SAMPLER_ARG` (required by the
-            `traceidratio` samplers). `null` keeps the SDK's default,
+            Trace sampler (`OTEL_TRACES_SAMPLER`); the `traceidratio` samplers
+            need {option}`samplerArg`. `null` keeps the SDK's default,
             `parentbased_always_on`.
           '';
+        };
+
+        samplerArg = mkOption {
+          type = types.nullOr (types.numbers.between 0 1);
+          default = null;
+          example = lib.literalExpression "0.25";
+          description = "The ratio of the `traceidratio` samplers (`OTEL_TRACES_SAMPLER_ARG`).";
         };
 
         traceLink = mkOption {
@@ -201,8 +247,9 @@ in
       # The service refuses to start (exit code 2) without the ratio.
       ++ lib.mapAttrsToList (name: instance: {
         assertion =
-          lib.elem instance.sampler ratioSamplers -> instance.environment ? OTEL_TRACES_SAMPLER_ARG;
-        message = "services.microservice.instances.${name}: sampler `${toString instance.sampler}` needs environment.OTEL_TRACES_SAMPLER_ARG.";
+          lib.elem instance.sampler ratioSamplers
+          -> (instance.samplerArg != null || instance.environment ? OTEL_TRACES_SAMPLER_ARG);
+        message = "services.microservice.instances.${name}: sampler `${toString instance.sampler}` needs samplerArg.";
       }) enabledInstances;
 
     networking.firewall.allowedTCPPorts = lib.concatMap (

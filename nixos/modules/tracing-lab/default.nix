@@ -82,6 +82,55 @@ let
         default = "sequential";
         description = "Whether several callees are called one after the other or at once.";
       };
+
+      callTimeout = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Milliseconds an attempt of a call may take (then 504); `null`: the service's 10000.";
+      };
+
+      callRetries = mkOption {
+        type = types.ints.between 0 10;
+        default = 0;
+        description = "Retries of a failed call, each a CLIENT span of its own.";
+      };
+
+      propagation = mkOption {
+        type = types.enum [
+          "w3c"
+          "none"
+        ];
+        default = "w3c";
+        description = "`none`: calls carry no trace context, and the callees start traces of their own.";
+      };
+
+      baggage = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "lab.customer=alice";
+        description = "W3C baggage entries this hop adds for the hops below it, `key=value,...`.";
+      };
+
+      sampler = mkOption {
+        type = types.nullOr (
+          types.enum [
+            "always_on"
+            "always_off"
+            "traceidratio"
+            "parentbased_always_on"
+            "parentbased_always_off"
+            "parentbased_traceidratio"
+          ]
+        );
+        default = null;
+        description = "This hop's head sampler; `null`: follow the caller (`parentbased_always_on`).";
+      };
+
+      samplerArg = mkOption {
+        type = types.nullOr (types.numbers.between 0 1);
+        default = null;
+        description = "The ratio of the `traceidratio` samplers.";
+      };
     };
   };
 

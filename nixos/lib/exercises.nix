@@ -1,0 +1,91 @@
+# The exercises, as the lab's Nix reads them: every ../../exercises/<name>.json
+# (the files the lab runner reads too, see lab/src/exercises.rs) and each of
+# its variants, by name:
+#
+#   { baseline = { name; order; title; summary; lookFor; hops; collector; }; ...
+#     fan-out-sequential = { ...; variant = "sequential"; }; }
+#
+# A variant is its file's chain with per-hop settings laid over it. Builtins
+# only, like ./topology.nix (tested in ./topology-test.nix).
+let
+  inherit (builtins)
+    attrNames
+    concatMap
+    filter
+    fromJSON
+    listToAttrs
+    map
+    readDir
+    readFile
+    sort
+    stringLength
+    substring
+    ;
+
+  dir = ../../exercises;
+  jsonFiles = filter (file: substring (stringLength file - 5) 5 file == ".json") (
+    attrNames (readDir dir)
+  );
+  baseName = file: substring 0 (stringLength file - 5) file;
+
+  # `hops` with `settings.<hop name>` laid over the hop of that name.
+  withSettings =
+    where: hops: settings:
+    let
+      names = map (hop: hop.name) hops;
+      missing = filter (name: !(builtins.elem name names)) (attrNames settings);
+    in
+    if missing != [ ] then
+      throw "${where}: no hop `${builtins.head missing}` in the chain"
+    else
+      map (hop: hop // (settings.${hop.name} or { })) hops;
+
+  read =
+    file:
+    let
+      name = baseName file;
+      exercise = fromJSON (readFile (dir + "/${file}"));
+      base = {
+        inherit name;
+        inherit (exercise)
+          order
+          title
+          summary
+          lookFor
+          hops
+          ;
+        collector = exercise.collector or { };
+        variant = null;
+      };
+      variant =
+        variantName:
+        let
+          settings = exercise.variants.${variantName};
+        in
+        base
+        // {
+          name = "${name}-${variantName}";
+          title = "${exercise.title} (${variantName})";
+          inherit (settings) summary;
+          hops = withSettings "exercises/${file}, variant `${variantName}`" exercise.hops settings.hops;
+          variant = variantName;
+        };
+    in
+    [ base ] ++ map variant (attrNames (exercise.variants or { }));
+
+  all = concatMap read jsonFiles;
+  # In the files' order, each variant after its exercise.
+  ordered = sort (
+    a: b: a.order < b.order || (a.order == b.order && a.variant == null && b.variant != null)
+  ) all;
+in
+{
+  byName = listToAttrs (
+    map (exercise: {
+      inherit (exercise) name;
+      value = exercise;
+    }) all
+  );
+
+  names = map (exercise: exercise.name) ordered;
+}
