@@ -25,11 +25,12 @@ impl SimulatedWork {
             return Duration::ZERO;
         }
         let delay = self.pick_delay();
+        // Signed: tracing-opentelemetry records unsigned values as text.
         let span = tracing::info_span!(
             "simulated work",
-            lab.response_time_ms = self.response_time_ms,
-            lab.response_time_jitter_ms = self.jitter_ms,
-            lab.delay_ms = delay.as_millis() as u64,
+            lab.response_time_ms = self.response_time_ms as i64,
+            lab.response_time_jitter_ms = self.jitter_ms as i64,
+            lab.delay_ms = delay.as_millis() as i64,
         );
         precise_sleep(delay).instrument(span).await;
         delay

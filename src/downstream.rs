@@ -308,7 +308,7 @@ impl ReqwestOtelSpanBackend for ClientSpan {
             http.request.resend_count = tracing::field::Empty
         );
         if let Some(Attempt(resends)) = extensions.get::<Attempt>().filter(|a| a.0 > 0) {
-            span.record("http.request.resend_count", resends);
+            span.record("http.request.resend_count", i64::from(*resends));
         }
         span
     }

@@ -93,7 +93,7 @@ impl Templates {
             Load::Cached => load_span.record("template.cached", true),
             Load::Reloaded { bytes } => load_span
                 .record("template.cached", false)
-                .record("template.bytes", bytes),
+                .record("template.bytes", bytes as i64),
             Load::ReloadFailed => {
                 let reason = self.lock_broken().as_ref().map(|b| b.reason.clone());
                 load_span

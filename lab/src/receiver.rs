@@ -92,6 +92,21 @@ impl ReceivedSpan {
         find(&self.span.attributes, key)
     }
 
+    /// A span attribute recorded as an integer (not as text).
+    pub fn int_attr(&self, key: &str) -> Option<i64> {
+        let value = self
+            .span
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)?
+            .value
+            .as_ref()?;
+        match value.value {
+            Some(any_value::Value::IntValue(number)) => Some(number),
+            _ => None,
+        }
+    }
+
     /// A resource attribute, rendered as text.
     pub fn resource_attr(&self, key: &str) -> Option<String> {
         find(&self.resource, key)

@@ -174,7 +174,8 @@ def check_trace(spans: list[Span], hops: list[Hop]) -> None:
                 assert node is server, f"{span['name']} of {service} is not below its server span"
 
         for work in (s for s in own if s["name"] == WORK_SPAN):
-            # Recorded through tracing's Debug formatting: a string, "50".
+            # An integer; compared as text, so that an older service that
+            # recorded it as the text "50" still reads the same.
             configured = work["attrs"].get(WORK_ATTRIBUTE)
             assert str(configured) == str(hop["responseTime"]), f"{service}: {work['attrs']}"
             minimum = hop["responseTime"] - hop["jitter"]

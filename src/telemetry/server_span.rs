@@ -57,7 +57,7 @@ pub async fn server_span<E: Endpoint>(
         url.path = request.uri().path(),
         url.scheme = "http",
         server.address = server_address,
-        server.port = server_port,
+        server.port = server_port.map(i64::from),
         client.address = request.remote_addr().as_socket_addr().map(|a| a.ip().to_string()),
         user_agent.original = request.header(USER_AGENT),
         network.protocol.version = http_version(&request),
@@ -81,7 +81,9 @@ pub async fn server_span<E: Endpoint>(
     };
 
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    // Signed: tracing-opentelemetry records unsigned values as text, and
+    // TraceQL compares this one as a number.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         let reason = response.extensions().get::<FailureReason>();
         span.record("otel.status_code", "ERROR");

@@ -66,6 +66,9 @@ async fn a_three_hop_request_makes_one_linked_trace() {
         );
         assert_eq!(server.attr("server.address").as_deref(), Some("127.0.0.1"));
         assert_eq!(server.attr("server.port").as_deref(), Some(port));
+        // Numbers stay numbers, so that TraceQL can compare them.
+        assert_eq!(server.int_attr("http.response.status_code"), Some(200));
+        assert_eq!(server.int_attr("server.port"), port.parse().ok());
         let user_agent = server.attr("user_agent.original").unwrap_or_default();
         if i == 0 {
             assert_eq!(user_agent, "lab-test/1");
@@ -76,7 +79,7 @@ async fn a_three_hop_request_makes_one_linked_trace() {
         let work = tree.one(&service, "simulated work");
         assert_eq!(work.parent_id(), server.span_id());
         assert_eq!(work.kind(), SpanKind::Internal);
-        assert_eq!(work.attr("lab.response_time_ms"), Some(delay.to_string()));
+        assert_eq!(work.int_attr("lab.response_time_ms"), Some(*delay as i64));
         assert!(
             work.duration() >= Duration::from_millis(*delay),
             "{service}: simulated work took {:?}, configured {delay} ms",
