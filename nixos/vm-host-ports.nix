@@ -11,6 +11,7 @@
 }:
 let
   topology = import ./lib/topology.nix;
+  exercises = import ./lib/exercises.nix;
   cfg = config.services.tracing-lab;
 
   exposedPorts = topology.exposedPorts {
@@ -125,6 +126,11 @@ in
           done <<'EOF'
         ${portTable}EOF
           echo "Each page links its trace in Grafana (dashboard \"Tracing lab\", or Explore > Tempo)."
+          printf '%s\n' ${
+            lib.escapeShellArg "Running the exercise ${cfg.exercise} (${
+              exercises.byName.${cfg.exercise}.title
+            }). `lab-exercise` lists the others, `lab-exercise NAME` switches."
+          }
           echo "In here: systemctl status 'microservice-*' opentelemetry-collector tempo prometheus grafana"
           echo "         cat /etc/tracing-lab/lab.json"
           echo "Leave with \`poweroff\` (or Ctrl-a x)."

@@ -1,13 +1,25 @@
-{ config, lib, ... }:
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
 let
   backends = import ../../lib/backends.nix;
+  exercises = import ../../lib/exercises.nix;
   cfg = config.services.tracing-lab;
+  # The exercise's part: tail sampling, a processor of the contrib distribution.
+  tailSampling = exercises.byName.${cfg.exercise}.collector.tail_sampling or null;
 in
 {
   config = lib.mkIf cfg.enable {
     services.opentelemetry-collector = {
       enable = true;
-      settings = backends.collectorSettings { inherit (cfg) ports; };
+      package = lib.mkIf (tailSampling != null) pkgs.opentelemetry-collector-contrib;
+      settings = backends.collectorSettings {
+        inherit (cfg) ports;
+        inherit tailSampling;
+      };
       # `otelcol validate` checks the generated file when the system is built
       # (the default only in nixpkgs after 26.05).
       validateConfigFile = true;

@@ -3,6 +3,7 @@ let
   inherit (lib) mkOption types;
 
   topology = import ../../lib/topology.nix;
+  exercises = import ../../lib/exercises.nix;
   cfg = config.services.tracing-lab;
 
   lab = topology.chain {
@@ -149,6 +150,8 @@ in
     ./tempo.nix
     ./prometheus.nix
     ./grafana.nix
+    ./exercises.nix
+    ./load.nix
   ];
 
   options.services.tracing-lab = {
@@ -160,7 +163,8 @@ in
 
     chain = mkOption {
       type = types.listOf (types.submodule hopModule);
-      default = topology.defaultChain;
+      default = exercises.byName.${cfg.exercise}.hops;
+      defaultText = lib.literalMD "the hops of the exercise {option}`services.tracing-lab.exercise`";
       example = lib.literalExpression ''
         [
           { name = "gateway"; port = 8080; responseTime = 20;
@@ -264,7 +268,9 @@ in
     ) lab.instances;
 
     # What runs where, for people (see the login banner) and for the VM test.
-    environment.etc."tracing-lab/lab.json".text = builtins.toJSON lab.summary;
+    environment.etc."tracing-lab/lab.json".text = builtins.toJSON (
+      lab.summary // { inherit (cfg) exercise; }
+    );
 
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall (map (e: e.port) exposed);
   };

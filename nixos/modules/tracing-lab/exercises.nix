@@ -1,0 +1,127 @@
+# The exercises (exercises/*.json, read by ../../lib/exercises.nix): the one
+# the system boots with, every other one as a specialisation, and
+# `lab-exercise`, which lists them and switches between them.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib) mkOption types;
+
+  exercises = import ../../lib/exercises.nix;
+  cfg = config.services.tracing-lab;
+
+  # "<name>\t<summary>" per line, in the exercises' order.
+  table = lib.concatMapStrings (
+    name: "${name}\t${exercises.byName.${name}.summary}\n"
+  ) exercises.names;
+
+  # What each exercise asks the learner to look for, by name.
+  lookFor = pkgs.writeText "tracing-lab-exercises.json" (
+    builtins.toJSON (lib.mapAttrs (_: exercise: exercise.lookFor) exercises.byName)
+  );
+
+  lab-exercise = pkgs.writeShellApplication {
+    name = "lab-exercise";
+    runtimeInputs = [
+      pkgs.coreutils
+      pkgs.curl
+      pkgs.jq
+    ];
+    text = ''
+      # Every exercise is a specialisation of the system the VM booted, whose
+      # own exercise is the one its lab.json names.
+      booted=/run/booted-system
+      booted_exercise=$(jq -r .exercise "$booted/etc/tracing-lab/lab.json")
+      current=$(jq -r .exercise /etc/tracing-lab/lab.json)
+
+      list() {
+        while IFS=$'\t' read -r name summary; do
+          mark=" "
+          [[ $name == "$current" ]] && mark="*"
+          printf '%s %-22s %s\n' "$mark" "$name" "$summary"
+        done <<'EOF'
+      ${table}EOF
+      }
+
+      if (($# == 0)); then
+        echo "Exercises (* is running; switch with: lab-exercise NAME):"
+        list
+        exit 0
+      fi
+      if (($# > 1)) || [[ $1 == -* ]]; then
+        echo "usage: lab-exercise [NAME]   (no NAME: list the exercises)" >&2
+        exit 2
+      fi
+
+      name=$1
+      if [[ $name == "$booted_exercise" ]]; then
+        system=$booted
+      elif [[ -e $booted/specialisation/$name ]]; then
+        system=$booted/specialisation/$name
+      else
+        echo "lab-exercise: no exercise \`$name\`; there are:" >&2
+        list >&2
+        exit 2
+      fi
+
+      echo "Switching the lab to $name ..."
+      "$system/bin/switch-to-configuration" test
+      entry=$(jq -r '.hops[0].url' /etc/tracing-lab/lab.json)
+      for _ in $(seq 1 60); do
+        curl --silent --fail --max-time 2 --output /dev/null "''${entry}readyz" && break
+        sleep 1
+      done
+      echo
+      echo "Exercise $name: $(jq -r --arg name "$name" '.[$name]' ${lookFor})" | fold -s -w 88
+    '';
+    meta.description = "List the tracing lab's exercises, or switch to one";
+  };
+in
+{
+  options.services.tracing-lab = {
+    exercise = mkOption {
+      type = types.enum exercises.names;
+      default = "baseline";
+      example = "slow-hop";
+      description = ''
+        The exercise the lab runs (exercises/<name>.json): its chain, unless
+        {option}`services.tracing-lab.chain` is set, and what its collector
+        needs (tail sampling). The others are specialisations of this system
+        (see {option}`services.tracing-lab.exerciseSpecialisations`).
+      '';
+    };
+
+    exerciseSpecialisations = mkOption {
+      type = types.listOf (types.enum exercises.names);
+      default = exercises.names;
+      defaultText = lib.literalMD "every exercise";
+      example = [
+        "errors"
+        "broken-propagation"
+      ];
+      description = ''
+        The exercises built as specialisations of this system, which
+        `lab-exercise <name>` switches to without a reboot (the one the system
+        boots with is always there). Each is a whole system to evaluate and
+        build.
+      '';
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    specialisation = lib.genAttrs (lib.filter (name: name != cfg.exercise) cfg.exerciseSpecialisations) (
+      name: {
+        configuration.services.tracing-lab = {
+          exercise = lib.mkForce name;
+          # An exercise brings its chain, also over a chain of the user's own.
+          chain = lib.mkOverride 90 exercises.byName.${name}.hops;
+        };
+      }
+    );
+
+    environment.systemPackages = [ lab-exercise ];
+  };
+}

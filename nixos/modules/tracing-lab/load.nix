@@ -1,0 +1,87 @@
+# A steady trickle of requests to the entry hop, so that Grafana's service
+# graph, span metrics and dashboard have data the moment a learner opens them.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib) mkOption types;
+
+  cfg = config.services.tracing-lab;
+  entry = lib.head cfg.chain;
+  targets = pkgs.writeText "tracing-lab-load-targets" ''
+    GET http://127.0.0.1:${toString entry.port}/
+  '';
+in
+{
+  options.services.tracing-lab.load = {
+    enable = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Whether the lab sends requests to its entry hop on its own.";
+    };
+
+    rate = mkOption {
+      type = types.ints.positive;
+      default = 2;
+      description = "Requests per second the lab sends to its entry hop.";
+    };
+  };
+
+  config = lib.mkIf (cfg.enable && cfg.load.enable && cfg.chain != [ ]) {
+    systemd.services.tracing-lab-load = {
+      description = "Steady requests to the tracing lab's entry hop";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "microservice-${entry.name}.service" ];
+      after = [ "microservice-${entry.name}.service" ];
+      serviceConfig = {
+        # vegeta keeps the rate whatever the chain answers; its per-request
+        # results are not needed, the traces are what counts.
+        ExecStart = lib.escapeShellArgs [
+          (lib.getExe pkgs.vegeta)
+          "attack"
+          "-rate=${toString cfg.load.rate}/1s"
+          "-duration=0"
+          "-timeout=30s"
+          "-targets=${targets}"
+          "-header=User-Agent: tracing-lab-load"
+          "-output=/dev/null"
+        ];
+        Restart = "always";
+        RestartSec = 5;
+        DynamicUser = true;
+        CapabilityBoundingSet = [ "" ];
+        DevicePolicy = "closed";
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        NoNewPrivileges = true;
+        PrivateDevices = true;
+        PrivateTmp = true;
+        PrivateUsers = true;
+        ProtectClock = true;
+        ProtectControlGroups = true;
+        ProtectHome = true;
+        ProtectHostname = true;
+        ProtectKernelLogs = true;
+        ProtectKernelModules = true;
+        ProtectKernelTunables = true;
+        ProtectProc = "invisible";
+        ProtectSystem = "strict";
+        RestrictAddressFamilies = [
+          "AF_INET"
+          "AF_INET6"
+        ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+        ];
+      };
+    };
+  };
+}
