@@ -72,16 +72,12 @@ METRICS_TIMEOUT = 120
 QUERY_TIMEOUT = 90
 STOP_GRACE = 5
 
-# The chains each Tempo runs with: the module's default, and the README's
-# four-hop example with fan-out (its Nix block is evaluated as written there).
+# The chains each Tempo runs with: the module's default, the README's four-hop
+# example with fan-out (its Nix block is evaluated as written there), and the
+# exercises that break the lab on purpose in a way Tempo and Prometheus show.
 README_CHAIN_MARK = "A four-hop chain with fan-out"
-CHAINS = ["default", "fan-out"]
-
-# Exercises (still to come) break the lab on purpose and leave a signature that
-# Tempo and Prometheus show (the orphan trace of broken-propagation, the error
-# edge of errors). Their checks go here, by chain name; each gets the run's
-# backends once the shared checks have passed.
-EXERCISE_SIGNATURES: dict[str, Callable[["Backends"], None]] = {}
+EXERCISES = ["errors", "broken-propagation"]
+CHAINS = ["default", "fan-out", *EXERCISES]
 
 
 class Failure(Exception):
@@ -111,6 +107,10 @@ def eval_expression(tempo_versions: list[str], chains: list[str]) -> str:
     chain_modules = {
         "default": "{ imports = [ o.nixosModules.default ]; services.tracing-lab.enable = true; }",
         "fan-out": readme_chain_module(),
+        **{
+            name: f'{{ imports = [ o.nixosModules.default ]; services.tracing-lab = {{ enable = true; exercise = "{name}"; }}; }}'
+            for name in EXERCISES
+        },
     }
     systems = " ".join(
         f'"{v}/{c}" = describe (labSystem "{v}" {chain_modules[c]});' for v in tempo_versions for c in chains
@@ -817,10 +817,15 @@ def run_lab(version: str, chain: str, system: dict[str, Any], scratch: Path) -> 
             )
         step(f"{len(hops)} hops ready", time.monotonic() - started)
 
-        backends = run_checks(procs, datasources, system, hops, tempo_url, step)
         signature = EXERCISE_SIGNATURES.get(chain)
         if signature:
-            signature(backends)
+            # A chain broken on purpose: its signature instead of a whole trace.
+            started = time.monotonic()
+            prom_ds = prometheus_datasource(datasources, "prometheus", "the lab")
+            signature(Backends(tempo_url, prom_ds, datasources, {}, hops, hops[0]["url"], []))
+            step(f"the {chain} exercise's signature", time.monotonic() - started)
+        else:
+            run_checks(procs, datasources, system, hops, tempo_url, step)
     except Failure as failure:
         # Evidence for the usual culprits: what Tempo and Prometheus said.
         tempo_said = procs.log_tail("tempo", 12, r"level=(error|warn)|err=[^n]|failed")
@@ -1205,6 +1210,63 @@ def ensure_service_binary() -> None:
     say(f"building {SERVICE_BIN.relative_to(ROOT)}")
     if subprocess.run(["cargo", "build", "--locked", "--bin", "microservice"], cwd=ROOT).returncode != 0:
         raise Failure("cargo build failed")
+
+
+# --- the exercises' signatures ---------------------------------------------------
+
+
+def errors_signature(b: Backends) -> None:
+    """The errors exercise: the leaf fails part of its requests, and the
+    service graph shows the failing edge into it."""
+    client, server = b.hops[1]["serviceName"], b.hops[2]["serviceName"]
+    query = checks.failed_edge_query(client, server)
+    with Traffic(b.entry_url) as traffic:
+        wait_until(
+            f"{query} above 0 in Prometheus",
+            METRICS_TIMEOUT,
+            lambda: any(float(series["value"][1]) > 0 for series in prom_query(b.prometheus, query, None)),
+        )
+    if not any(status != 200 for status in traffic.statuses):
+        raise Failure(f"no request failed: {traffic.statuses}")
+
+
+def broken_propagation_signature(b: Backends) -> None:
+    """The broken-propagation exercise: the caller's trace ends at the cut
+    hop's CLIENT span, and the hop below starts traces of its own."""
+    entry, cut, lost = (hop["serviceName"] for hop in b.hops)
+    since = int(time.time()) - 60
+    status, headers, _ = http(b.entry_url)
+    trace_id = (headers or {}).get("traceresponse", "").split("-")[1:2]
+    if status != 200 or not trace_id:
+        raise Failure(f"the entry answered {status} without a trace id")
+    spans: list[checks.Span] = []
+
+    def callers_part() -> bool:
+        nonlocal spans
+        answer_status, _, body = http(f"{b.tempo}/api/traces/{trace_id[0]}")
+        spans = checks.spans_of(json.loads(body)) if answer_status == 200 else []
+        return any(s["service"] == entry for s in spans) and any(
+            s["service"] == cut and checks.kind(s) == "CLIENT" for s in spans
+        )
+
+    wait_until(f"the caller's part of trace {trace_id[0]} in Tempo", TRACE_TIMEOUT, callers_part, 0.5)
+    try:
+        checks.check_cut_trace(spans, cut, lost)
+    except AssertionError as error:
+        raise Failure(f"trace {trace_id[0]}: {error}") from None
+    params = {"tags": f"service.name={lost}", "start": str(since), "end": str(since + 3600), "limit": "100"}
+    with Traffic(b.entry_url):
+        wait_until(
+            f"a trace that starts at {lost} in Tempo's search",
+            SEARCH_TIMEOUT,
+            lambda: bool(checks.traces_started_at(get_json(f"{b.tempo}/api/search", params), lost)),
+        )
+
+
+EXERCISE_SIGNATURES: dict[str, Callable[[Backends], None]] = {
+    "errors": errors_signature,
+    "broken-propagation": broken_propagation_signature,
+}
 
 
 def main() -> int:

@@ -17,6 +17,12 @@ pkgs.testers.runNixOSTest {
         enable = true;
         # As in the `nix run` VM; the script reads Grafana's data sources through its API.
         grafanaAnonymousRole = "Admin";
+        # The exercises whose signatures the script checks.
+        exerciseSpecialisations = [
+          "broken-propagation"
+          "errors"
+          "tail-sampling"
+        ];
       };
 
       virtualisation = {

@@ -255,3 +255,90 @@ with subtest("microservice units are hardened"):
         match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", report)
         assert match, f"no exposure level in:\n{report}"
         assert float(match.group(1)) <= 2.0, f"{hop['unit']} is rated {match.group(1)}:\n{report}"
+
+# --- the exercises: specialisations of the booted system ------------------------
+
+
+def switch_exercise(name: str) -> list[dict[str, Any]]:
+    """Switches the lab with its own command; waits until every hop is ready."""
+    machine.succeed(f"lab-exercise {name}")
+    described = json.loads(machine.succeed("cat /etc/tracing-lab/lab.json"))
+    assert described["exercise"] == name, f"lab.json names the exercise {described['exercise']}"
+    for hop in described["hops"]:
+        machine.wait_for_unit(hop["unit"])
+        machine.wait_until_succeeds(curl(f"{hop['url']}readyz", "--fail"))
+    exercise_hops: list[dict[str, Any]] = described["hops"]
+    return exercise_hops
+
+
+def search_service(service: str, since: int) -> Any:
+    return get_json(
+        f"{tempo}/api/search",
+        "--get",
+        "--data-urlencode",
+        f"tags=service.name={service}",
+        "--data-urlencode",
+        f"start={since}",
+        "--data-urlencode",
+        f"end={since + 3600}",
+        "--data-urlencode",
+        "limit=100",
+    )
+
+
+with subtest("lab-exercise lists the exercises"):
+    listing = machine.succeed("lab-exercise")
+    for name in ("baseline", "broken-propagation", "errors", "tail-sampling"):
+        assert name in listing, f"lab-exercise does not list {name}:\n{listing}"
+    machine.fail("lab-exercise no-such-exercise")
+
+with subtest("exercise broken-propagation: one request, two traces"):
+    since = int(machine.succeed("date +%s"))
+    exercise_hops = switch_exercise("broken-propagation")
+    entry, cut, lost = (hop["serviceName"] for hop in exercise_hops)
+    answer = request_chain(entry_url)
+    assert answer.status == 200, f"the chain answered {answer.status}"
+    spans = wait_for_trace_in_tempo(
+        answer.trace_id,
+        lambda found: any(s["service"] == entry and kind(s) == "SERVER" for s in found)
+        and any(s["service"] == cut and kind(s) == "CLIENT" for s in found),
+        "the caller's part",
+    )
+    check_cut_trace(spans, cut, lost)
+
+    def orphans_in_search(last_try: bool) -> bool:
+        orphans = traces_started_at(search_service(lost, since), lost)
+        if last_try:
+            machine.log(f"traces that start at {lost}: {orphans}")
+        return bool(orphans)
+
+    retry(orphans_in_search, 180)
+
+with subtest("exercise errors: the failing edge in the service graph"):
+    exercise_hops = switch_exercise("errors")
+    query = failed_edge_query(exercise_hops[1]["serviceName"], exercise_hops[2]["serviceName"])
+
+    def edge_fails(last_try: bool) -> bool:
+        request_chain(entry_url)
+        result = get_json(f"{prometheus}/api/v1/query", "--get", "--data-urlencode", f"query={query}")
+        values = [float(r["value"][1]) for r in result["data"]["result"]]
+        if last_try:
+            machine.log(f"{query}: {values}")
+        return any(value > 0 for value in values)
+
+    retry(edge_fails, 300)
+
+with subtest("exercise tail-sampling: every error trace kept, most healthy fast ones not"):
+    switch_exercise("tail-sampling")
+    answers: list[Answer] = []
+    while sum(a.status != 200 for a in answers) < 3:
+        assert len(answers) < 300, "300 requests and fewer than 3 failed"
+        answers.append(request_chain(entry_url))
+    # Decisions come in the order traces began: once the last one (an error)
+    # is in Tempo, every earlier trace has been decided too.
+    for failed in (a for a in answers if a.status != 200):
+        wait_for_trace_in_tempo(failed.trace_id, bool, "an error trace, kept")
+    fast = [a for a in answers if a.status == 200 and a.seconds < 0.35]
+    kept = [a.trace_id for a in fast if fetch_trace(a.trace_id)]
+    machine.log(f"tail sampling kept {len(kept)} of {len(fast)} healthy fast traces")
+    assert len(kept) * 2 <= len(fast), f"{len(kept)} of {len(fast)} healthy fast traces kept, expected about a tenth"

@@ -27,6 +27,7 @@ RESOURCE_ATTRIBUTES = ["service.name", "service.version", "service.instance.id",
 
 # Metrics of Tempo's metrics-generator, as they arrive in Prometheus.
 SERVICE_GRAPH_REQUESTS = "traces_service_graph_request_total"
+SERVICE_GRAPH_FAILED = "traces_service_graph_request_failed_total"
 SPAN_METRICS_CALLS = "traces_spanmetrics_calls_total"
 SPAN_METRICS_LATENCY = "traces_spanmetrics_latency_bucket"
 
@@ -57,6 +58,12 @@ def service_graph_edges(hops: list[Hop]) -> list[tuple[str, str]]:
 
 def service_graph_edge_query(client: str, server: str) -> str:
     return f'{SERVICE_GRAPH_REQUESTS}{{client="{client}",server="{server}"}}'
+
+
+def failed_edge_query(client: str, server: str) -> str:
+    """Failed calls from client to server (either side's span ERROR), as the
+    service graph counts them: what the errors exercise shows."""
+    return f'{SERVICE_GRAPH_FAILED}{{client="{client}",server="{server}"}}'
 
 
 def span_metrics_query(service: str) -> str:
@@ -128,6 +135,22 @@ def trace_ids_in_search(answer: dict[str, Any]) -> set[str]:
 
 def search_finds(answer: dict[str, Any], trace_id: str) -> bool:
     return trace_id.lstrip("0") in trace_ids_in_search(answer)
+
+
+def traces_started_at(answer: dict[str, Any], service: str) -> set[str]:
+    """Trace ids of a /api/search answer whose root span is `service`'s: in the
+    broken-propagation exercise, the orphans that begin below the break."""
+    return {t["traceID"].lstrip("0") for t in answer.get("traces", []) if t.get("rootServiceName") == service}
+
+
+def check_cut_trace(spans: list[Span], cut: str, lost: str) -> None:
+    """The trace of a request through a hop (`cut`) that passes no trace
+    context on: it ends at `cut`'s CLIENT span, and `lost` is not in it."""
+    assert not any(s["service"] == lost for s in spans), f"{lost} is in the caller's trace: {span_summary(spans)}"
+    clients = {s["spanId"] for s in spans if s["service"] == cut and kind(s) == "CLIENT"}
+    assert clients, f"{cut} made no CLIENT span: {span_summary(spans)}"
+    below = [s for s in spans if s.get("parentSpanId") in clients]
+    assert not below, f"spans below {cut}'s CLIENT span: {span_summary(below)}"
 
 
 def span_summary(spans: list[Span]) -> str:
