@@ -38,6 +38,7 @@
         {
           inherit microservice;
           default = microservice;
+          lab-local = pkgs.callPackage ./nix/local.nix { };
         }
       );
 
@@ -49,7 +50,13 @@
 
       nixosConfigurations.lab = labVm "x86_64-linux";
 
-      apps = forLinuxSystems (
+      apps = lib.recursiveUpdate (forAllSystems (pkgs: {
+        local = {
+          type = "app";
+          program = lib.getExe self.packages.${pkgs.stdenv.hostPlatform.system}.lab-local;
+          meta.description = "Run the tracing lab as local processes, without a VM";
+        };
+      })) (forLinuxSystems (
         pkgs:
         let
           inherit (pkgs.stdenv.hostPlatform) system;
@@ -67,7 +74,7 @@
             meta.description = "The lab's VM test in the interactive test driver";
           };
         }
-      );
+      ));
 
       checks = forLinuxSystems (
         pkgs:

@@ -28,6 +28,8 @@ in
 
   eval-versions = import ../nixos/tests/eval/versions.nix { inherit pkgs nixosSystem; };
 
+  eval-local = import ../nixos/tests/eval/local.nix { inherit pkgs; };
+
   inherit microservice;
 
   clippy = cargoCheck pkgs.clippy "clippy --offline --workspace --all-targets -- -D warnings";

@@ -1,5 +1,6 @@
-# `nix develop`: the Rust toolchain of the pinned nixpkgs, nixfmt, and on Linux
-# the lab's backends so that pieces can be run by hand.
+# `nix develop`: the Rust toolchain of the pinned nixpkgs, nixfmt,
+# `tracing-lab-local` (what `nix run .#local` runs), and on Linux the lab's
+# backends so that pieces can be run by hand.
 {
   lib,
   stdenv,
@@ -29,6 +30,7 @@ mkShell {
     rust-analyzer
     cargo-nextest
     nixfmt
+    (callPackage ./local.nix { })
   ]
   ++ lib.optionals stdenv.hostPlatform.isLinux [
     opentelemetry-collector

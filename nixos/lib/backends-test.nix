@@ -193,6 +193,64 @@ let
         true
       ];
     };
+    "Tempo 3's /var/tempo defaults move under the state directory" = {
+      actual =
+        let
+          moved = backends.tempoVarTempoSettings { stateDir = "/state"; };
+        in
+        [
+          moved.live_store.wal.path
+          moved.live_store.shutdown_marker_dir
+          moved.block_builder.wal.path
+          moved.backend_scheduler.local_work_path
+        ];
+      expected = [
+        "/state/live-store/traces"
+        "/state/live-store/shutdown-marker"
+        "/state/block-builder/traces"
+        "/state"
+      ];
+    };
+    "a plugin Grafana 13.2 requires and nixpkgs lacks is named; the rest installed" = {
+      actual = backends.grafanaPluginChoice {
+        grafanaVersion = "13.2.2";
+        packaged = name: name != "tempo";
+      };
+      expected = {
+        install = [
+          "prometheus"
+          "grafana-exploretraces-app"
+          "grafana-metricsdrilldown-app"
+        ];
+        missing = [
+          "Grafana 13.2.2 needs pkgs.grafanaPlugins.tempo, which this nixpkgs lacks; the lab runs offline, so Grafana cannot download it. Use a nixpkgs that packages it, or add it with an overlay."
+        ];
+      };
+    };
+    "Grafana 13.0 misses nothing without the wanted plugins" = {
+      actual = backends.grafanaPluginChoice {
+        grafanaVersion = "13.0.3";
+        packaged = _: false;
+      };
+      expected = {
+        install = [ ];
+        missing = [ ];
+      };
+    };
+    "tail sampling takes the contrib collector" = {
+      actual = map backends.collectorPackage [
+        null
+        { policies = [ ]; }
+      ];
+      expected = [
+        "opentelemetry-collector"
+        "opentelemetry-collector-contrib"
+      ];
+    };
+    "the load targets the entry hop on loopback" = {
+      actual = backends.loadTargets 8080;
+      expected = "GET http://127.0.0.1:8080/\n";
+    };
   };
 in
 import ./expect.nix "backends tests" cases

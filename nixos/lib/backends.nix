@@ -111,6 +111,21 @@ rec {
   # shutdown marker, backend-scheduler work dir); Tempo 2.10 does not.
   tempoWritesVarTempo = tempoVersion: atLeast tempoVersion "3";
 
+  # Tempo 3's /var/tempo defaults (as its /status/config lists them, 3.0.3)
+  # moved under `stateDir`, for where no bind mount can map /var/tempo (the lab
+  # as local processes). Tempo 2.10 rejects these keys: only with
+  # tempoWritesVarTempo.
+  tempoVarTempoSettings =
+    { stateDir }:
+    {
+      live_store = {
+        wal.path = "${stateDir}/live-store/traces";
+        shutdown_marker_dir = "${stateDir}/live-store/shutdown-marker";
+      };
+      block_builder.wal.path = "${stateDir}/block-builder/traces";
+      backend_scheduler.local_work_path = stateDir;
+    };
+
   # Nothing is scraped: Tempo's metrics-generator writes service-graph and
   # span metrics through the remote-write receiver.
   prometheusFlags = [
@@ -201,6 +216,28 @@ rec {
       }
     ];
 
+  # Grafana's provisioning files: the data sources, and the dashboards of
+  # `dashboardsPath` (../modules/tracing-lab/dashboards) in one folder.
+  grafanaProvisioning =
+    { ports, dashboardsPath }:
+    {
+      datasources = {
+        apiVersion = 1;
+        prune = true;
+        datasources = grafanaDatasources { inherit ports; };
+      };
+      dashboards = {
+        apiVersion = 1;
+        providers = [
+          {
+            name = "tracing-lab";
+            folder = "Tracing lab";
+            options.path = dashboardsPath;
+          }
+        ];
+      };
+    };
+
   # Grafana plugins by nixpkgs attribute name (pkgs.grafanaPlugins.<name>).
   # `required`: from 13.2 Grafana serves the Tempo and Prometheus data sources
   # from plugins, which it would otherwise download at start. `wanted`: the
@@ -220,4 +257,45 @@ rec {
       "grafana-metricsdrilldown-app"
     ];
   };
+
+  # Which plugins to install, by name, given whether the nixpkgs at hand
+  # packages one (`packaged name`), and what to say of a required one it lacks.
+  grafanaPluginChoice =
+    { grafanaVersion, packaged }:
+    let
+      plugins = grafanaPlugins grafanaVersion;
+    in
+    {
+      install = builtins.filter packaged (plugins.required ++ plugins.wanted);
+      missing = map (
+        name:
+        "Grafana ${grafanaVersion} needs pkgs.grafanaPlugins.${name}, which this nixpkgs lacks; the lab runs offline, so Grafana cannot download it. Use a nixpkgs that packages it, or add it with an overlay."
+      ) (builtins.filter (name: !packaged name) plugins.required);
+    };
+
+  # The collector distribution (nixpkgs attribute) the settings need: tail
+  # sampling is in the contrib one only.
+  collectorPackage =
+    tailSampling:
+    if tailSampling == null then "opentelemetry-collector" else "opentelemetry-collector-contrib";
+
+  # An exercise's tail_sampling settings for collectorSettings, or null.
+  exerciseTailSampling = exercise: exercise.collector.tail_sampling or null;
+
+  # The steady load: requests per second by default, and vegeta's arguments.
+  # vegeta keeps the rate whatever the chain answers; its per-request results
+  # are not needed, the traces are what counts.
+  loadRate = 2;
+  loadTargets = entryPort: "GET http://${loopback entryPort}/\n";
+  loadAttackArgs =
+    { rate, targetsFile }:
+    [
+      "attack"
+      "-rate=${toString rate}/1s"
+      "-duration=0"
+      "-timeout=30s"
+      "-targets=${targetsFile}"
+      "-header=User-Agent: tracing-lab-load"
+      "-output=/dev/null"
+    ];
 }

@@ -9,13 +9,13 @@ let
   exercises = import ../../lib/exercises.nix;
   cfg = config.services.tracing-lab;
   # The exercise's part: tail sampling, a processor of the contrib distribution.
-  tailSampling = exercises.byName.${cfg.exercise}.collector.tail_sampling or null;
+  tailSampling = backends.exerciseTailSampling exercises.byName.${cfg.exercise};
 in
 {
   config = lib.mkIf cfg.enable {
     services.opentelemetry-collector = {
       enable = true;
-      package = lib.mkIf (tailSampling != null) pkgs.opentelemetry-collector-contrib;
+      package = lib.mkIf (tailSampling != null) pkgs.${backends.collectorPackage tailSampling};
       settings = backends.collectorSettings {
         inherit (cfg) ports;
         inherit tailSampling;

@@ -11,19 +11,23 @@ let
   grafana = config.services.grafana;
   secretKeyFile = "${grafana.dataDir}/secret_key";
 
-  plugins = backends.grafanaPlugins grafana.package.version;
-  packaged = name: pkgs.grafanaPlugins ? ${name};
-  missing = lib.filter (name: !packaged name) plugins.required;
-  installedNames = lib.filter packaged (plugins.required ++ plugins.wanted);
-  installed = map (name: pkgs.grafanaPlugins.${name}) installedNames;
+  plugins = backends.grafanaPluginChoice {
+    grafanaVersion = grafana.package.version;
+    packaged = name: pkgs.grafanaPlugins ? ${name};
+  };
+  installed = map (name: pkgs.grafanaPlugins.${name}) plugins.install;
+  provisioning = backends.grafanaProvisioning {
+    inherit (cfg) ports;
+    dashboardsPath = ./dashboards;
+  };
 in
 {
   config = lib.mkIf cfg.enable {
     # Instead of an attribute error, say which plugin is missing.
-    assertions = map (name: {
+    assertions = map (message: {
       assertion = false;
-      message = "services.tracing-lab: Grafana ${grafana.package.version} needs pkgs.grafanaPlugins.${name}, which this nixpkgs lacks; the lab runs offline, so Grafana cannot download it. Use a nixpkgs that packages it, or add it with an overlay.";
-    }) missing;
+      message = "services.tracing-lab: ${message}";
+    }) plugins.missing;
 
     services.grafana = {
       enable = true;
@@ -42,22 +46,8 @@ in
       provision = {
         enable = true;
 
-        datasources.settings = {
-          apiVersion = 1;
-          prune = true;
-          datasources = backends.grafanaDatasources { inherit (cfg) ports; };
-        };
-
-        dashboards.settings = {
-          apiVersion = 1;
-          providers = [
-            {
-              name = "tracing-lab";
-              folder = "Tracing lab";
-              options.path = ./dashboards;
-            }
-          ];
-        };
+        datasources.settings = provisioning.datasources;
+        dashboards.settings = provisioning.dashboards;
       };
     };
 

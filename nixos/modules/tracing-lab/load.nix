@@ -11,9 +11,8 @@ let
 
   cfg = config.services.tracing-lab;
   entry = lib.head cfg.chain;
-  targets = pkgs.writeText "tracing-lab-load-targets" ''
-    GET http://127.0.0.1:${toString entry.port}/
-  '';
+  backends = import ../../lib/backends.nix;
+  targets = pkgs.writeText "tracing-lab-load-targets" (backends.loadTargets entry.port);
 in
 {
   options.services.tracing-lab.load = {
@@ -25,7 +24,7 @@ in
 
     rate = mkOption {
       type = types.ints.positive;
-      default = 2;
+      default = backends.loadRate;
       description = "Requests per second the lab sends to its entry hop.";
     };
   };
@@ -37,18 +36,13 @@ in
       wants = [ "microservice-${entry.name}.service" ];
       after = [ "microservice-${entry.name}.service" ];
       serviceConfig = {
-        # vegeta keeps the rate whatever the chain answers; its per-request
-        # results are not needed, the traces are what counts.
-        ExecStart = lib.escapeShellArgs [
-          (lib.getExe pkgs.vegeta)
-          "attack"
-          "-rate=${toString cfg.load.rate}/1s"
-          "-duration=0"
-          "-timeout=30s"
-          "-targets=${targets}"
-          "-header=User-Agent: tracing-lab-load"
-          "-output=/dev/null"
-        ];
+        ExecStart = lib.escapeShellArgs (
+          [ (lib.getExe pkgs.vegeta) ]
+          ++ backends.loadAttackArgs {
+            inherit (cfg.load) rate;
+            targetsFile = targets;
+          }
+        );
         Restart = "always";
         RestartSec = 5;
         DynamicUser = true;

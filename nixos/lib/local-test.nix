@@ -1,0 +1,121 @@
+# Eval tests of ./local.nix, no nixpkgs needed:
+#   nix-instantiate --eval --strict nixos/lib/local-test.nix
+# Evaluates to true, or throws naming every failing case.
+let
+  local = import ./local.nix;
+
+  bin = {
+    microservice = "/bin/microservice";
+    collector = "/bin/otelcol";
+    tempo = "/bin/tempo";
+    prometheus = "/bin/prometheus";
+    grafana = "/bin/grafana";
+    vegeta = "/bin/vegeta";
+    bash = "/bin/bash";
+  };
+  files = {
+    collector = "file:/etc/otelcol.yaml";
+    tempo = "/etc/tempo.yaml";
+    prometheus = "/etc/prometheus.yml";
+    grafana = "/etc/grafana.ini";
+    loadTargets = "/etc/targets";
+  };
+  configOf =
+    exercise:
+    local.processCompose {
+      inherit exercise bin files;
+      grafanaHome = "/share/grafana";
+    };
+  baseline = configOf "baseline";
+  tempo3 = local.tempoSettings { tempoVersion = "3.0.2"; };
+  tempo2 = local.tempoSettings { tempoVersion = "2.10.8"; };
+  grafana = local.grafanaSettings {
+    pluginsDir = null;
+    provisioningDir = "/provisioning";
+  };
+
+  cases = {
+    "the baseline runs the lab's processes" = {
+      actual = builtins.attrNames baseline.processes;
+      expected = [
+        "grafana"
+        "load"
+        "microservice-1"
+        "microservice-2"
+        "microservice-3"
+        "otel-collector"
+        "prometheus"
+        "tempo"
+      ];
+    };
+    "a hop is the service with its unit's environment" = {
+      actual = {
+        inherit (baseline.processes.microservice-3) command;
+        env = builtins.filter (
+          e: builtins.match "(HTTP_HOST|HTTP_PORT|OTEL_EXPORTER_OTLP_ENDPOINT)=.*" e != null
+        ) baseline.processes.microservice-3.environment;
+      };
+      expected = {
+        command = "exec '/bin/microservice'";
+        env = [
+          "HTTP_HOST=127.0.0.1"
+          "HTTP_PORT=8082"
+          "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318"
+        ];
+      };
+    };
+    "Prometheus keeps its data in the state directory, expanded by the shell" = {
+      actual = baseline.processes.prometheus.command;
+      expected = "exec '/bin/prometheus' '--config.file=/etc/prometheus.yml' '--web.listen-address=127.0.0.1:9090' '--storage.tsdb.path='\"$TRACING_LAB_STATE\"'/prometheus' '--web.enable-remote-write-receiver' '--enable-feature=exemplar-storage'";
+    };
+    "Tempo expands the state directory in its settings" = {
+      actual = [
+        baseline.processes.tempo.command
+        tempo2.storage.trace.wal.path
+      ];
+      expected = [
+        "exec '/bin/tempo' '-config.file=/etc/tempo.yaml' '-config.expand-env=true'"
+        "\${TRACING_LAB_STATE}/tempo/wal"
+      ];
+    };
+    "Tempo 3 gets its /var/tempo paths moved, Tempo 2.10 none" = {
+      actual = [
+        (tempo3.live_store.wal.path or null)
+        (tempo2.live_store or null)
+      ];
+      expected = [
+        "\${TRACING_LAB_STATE}/tempo/live-store/traces"
+        null
+      ];
+    };
+    "Grafana's state and secret key at run time" = {
+      actual = [
+        grafana.paths.data
+        grafana.paths.plugins
+        grafana.security.secret_key
+        baseline.processes.grafana.command
+      ];
+      expected = [
+        "$__env{TRACING_LAB_STATE}/grafana"
+        "$__env{TRACING_LAB_STATE}/grafana/plugins"
+        "$__file{secret_key}"
+        "cd \"$TRACING_LAB_STATE/grafana\" && exec '/bin/grafana' server -homepath '/share/grafana' -config '/etc/grafana.ini'"
+      ];
+    };
+    "tail sampling takes the contrib collector" = {
+      actual = map local.collectorPackage [
+        "baseline"
+        "tail-sampling"
+      ];
+      expected = [
+        "opentelemetry-collector"
+        "opentelemetry-collector-contrib"
+      ];
+    };
+    "an unknown exercise is an error" = {
+      actual = (builtins.tryEval (builtins.deepSeq (configOf "no-such-exercise") true)).success;
+      expected = false;
+    };
+  };
+in
+import ./expect.nix "local lab tests" cases

@@ -1,0 +1,279 @@
+# The lab as local processes, without a VM: the process-compose configuration
+# of one exercise, from the same functions the NixOS modules use
+# (./topology.nix, ./backends.nix). Builtins only, like those (tested in
+# ./local-test.nix); ../../nix/local.nix hands it the packages and files.
+#
+# Everything listens on 127.0.0.1 on the lab's default ports. State lives in
+# the directory that the launcher exports as TRACING_LAB_STATE, known only at
+# run time: the commands are shell words that leave "$TRACING_LAB_STATE" to
+# the shell, Tempo expands ${TRACING_LAB_STATE} in its settings
+# (-config.expand-env), and Grafana $__env{TRACING_LAB_STATE} in its own.
+let
+  inherit (builtins)
+    attrNames
+    concatStringsSep
+    head
+    listToAttrs
+    map
+    replaceStrings
+    ;
+
+  topology = import ./topology.nix;
+  backends = import ./backends.nix;
+  exercises = import ./exercises.nix;
+
+  optionalAttrs = cond: attrs: if cond then attrs else { };
+
+  # One word for the shell, taken literally.
+  shellArg = arg: "'${replaceStrings [ "'" ] [ "'\\''" ] arg}'";
+  # One word for the shell: `before`, the state directory, `after`.
+  stateArg = before: after: "${shellArg before}\"\$${stateVar}\"${shellArg after}";
+  exec = words: "exec ${concatStringsSep " " words}";
+
+  stateVar = "TRACING_LAB_STATE";
+
+  healthy = names: listToAttrs (map (name: {
+    inherit name;
+    value.condition = "process_healthy";
+  }) names);
+
+  # Ready once `path` answers 200 on 127.0.0.1:`port`; checked every 2 s.
+  httpReady = port: path: {
+    http_get = {
+      host = "127.0.0.1";
+      scheme = "http";
+      inherit path port;
+    };
+    initial_delay_seconds = 1;
+    period_seconds = 2;
+    timeout_seconds = 2;
+    failure_threshold = 3;
+  };
+
+  # Restarts a process that fails, a few times (a hop's configuration error,
+  # exit code 2, would fail again each time).
+  supervised = {
+    availability = {
+      restart = "on_failure";
+      backoff_seconds = 2;
+      max_restarts = 5;
+    };
+    shutdown = {
+      signal = 15;
+      timeout_seconds = 20;
+    };
+  };
+in
+rec {
+  inherit stateVar;
+
+  ports = topology.defaultPorts;
+  listenAddress = "127.0.0.1";
+  grafanaAnonymousRole = "Admin";
+
+  # What a browser opens, as the launcher's banner lists it.
+  exposedPorts = topology.exposedPorts {
+    hops = topology.defaultChain;
+    inherit ports;
+  };
+
+  processNames = {
+    collector = "otel-collector";
+    tempo = "tempo";
+    prometheus = "prometheus";
+    grafana = "grafana";
+    load = "load";
+    hop = name: "microservice-${name}";
+  };
+
+  # The exercise's chain wired as the modules wire it, or a throw naming the
+  # exercise when it is not one.
+  chain =
+    exercise:
+    if !(exercises.byName ? ${exercise}) then
+      throw "tracing-lab: no exercise `${exercise}`; there are: ${concatStringsSep ", " exercises.names}"
+    else
+      let
+        lab = topology.chain {
+          inherit (exercises.byName.${exercise}) hops;
+          inherit ports listenAddress;
+        };
+      in
+      if lab.errors != [ ] then throw (concatStringsSep "\n" lab.errors) else lab;
+
+  collectorSettings =
+    exercise:
+    backends.collectorSettings {
+      inherit ports;
+      tailSampling = backends.exerciseTailSampling exercises.byName.${exercise};
+    };
+
+  # The collector distribution (nixpkgs attribute name) the exercise needs.
+  collectorPackage =
+    exercise: backends.collectorPackage (backends.exerciseTailSampling exercises.byName.${exercise});
+
+  # Tempo's settings with its state under TRACING_LAB_STATE (for
+  # -config.expand-env), and for Tempo 3 its /var/tempo defaults moved there too.
+  tempoSettings =
+    { tempoVersion }:
+    let
+      stateDir = "\${${stateVar}}/tempo";
+    in
+    backends.tempoSettings { inherit ports listenAddress stateDir; }
+    // optionalAttrs (backends.tempoWritesVarTempo tempoVersion) (
+      backends.tempoVarTempoSettings { inherit stateDir; }
+    );
+
+  # Grafana's settings; `pluginsDir` is the directory of its installed plugins
+  # (null: none). The secret key is a file the launcher creates in Grafana's
+  # state directory, its working directory: Grafana cannot nest $__env{} in
+  # $__file{}, so the path is relative.
+  grafanaSettings =
+    { pluginsDir, provisioningDir }:
+    let
+      state = "$__env{${stateVar}}/grafana";
+    in
+    backends.grafanaSettings {
+      inherit ports listenAddress;
+      anonymousRole = grafanaAnonymousRole;
+      secretKey = "$__file{secret_key}";
+    }
+    // {
+      paths = {
+        data = state;
+        logs = "${state}/log";
+        plugins = if pluginsDir == null then "${state}/plugins" else pluginsDir;
+        provisioning = provisioningDir;
+      };
+    };
+
+  # The process-compose configuration of one exercise. `bin`: the executables
+  # (microservice, collector, tempo, prometheus, grafana, vegeta, bash);
+  # `files`: the configuration files made from the settings above
+  # (collector, tempo, prometheus, grafana, loadTargets); `grafanaHome`:
+  # Grafana's share/grafana.
+  processCompose =
+    {
+      exercise,
+      bin,
+      files,
+      grafanaHome,
+      loadRate ? backends.loadRate,
+    }:
+    let
+      lab = chain exercise;
+      hops = lab.summary.hops;
+      entry = head hops;
+      instanceEnv =
+        hop:
+        let
+          instance = lab.instances.${hop.name};
+        in
+        topology.instanceEnvironment (instance // { inherit (hop) serviceName; });
+
+      hopProcess = hop: {
+        name = processNames.hop hop.name;
+        value = supervised // {
+          command = exec [ (shellArg bin.microservice) ];
+          environment = map (name: "${name}=${(instanceEnv hop).${name}}") (attrNames (instanceEnv hop));
+          # The collector first, so that the first spans are not refused; the
+          # callees before their callers, so that the first page is whole.
+          depends_on = healthy ([ processNames.collector ] ++ map processNames.hop hop.calls);
+          readiness_probe = httpReady hop.port "/readyz";
+        };
+      };
+    in
+    {
+      version = "0.5";
+      # The commands are shell words: bash expands "$TRACING_LAB_STATE", not
+      # process-compose, which would also take Grafana's and Tempo's `$`s.
+      disable_env_expansion = true;
+      shell = {
+        shell_command = bin.bash;
+        shell_argument = "-c";
+      };
+
+      processes = listToAttrs (
+        [
+          {
+            name = processNames.prometheus;
+            value = supervised // {
+              command = exec (
+                [
+                  (shellArg bin.prometheus)
+                  (shellArg "--config.file=${files.prometheus}")
+                  (shellArg "--web.listen-address=${listenAddress}:${toString ports.prometheus}")
+                  (stateArg "--storage.tsdb.path=" "/prometheus")
+                ]
+                ++ map shellArg backends.prometheusFlags
+              );
+              readiness_probe = httpReady ports.prometheus "/-/ready";
+            };
+          }
+          {
+            name = processNames.tempo;
+            value = supervised // {
+              command = exec [
+                (shellArg bin.tempo)
+                (shellArg "-config.file=${files.tempo}")
+                (shellArg "-config.expand-env=true")
+              ];
+              # Its metrics-generator writes to Prometheus.
+              depends_on = healthy [ processNames.prometheus ];
+              readiness_probe = httpReady ports.tempo "/ready";
+            };
+          }
+          {
+            name = processNames.collector;
+            value = supervised // {
+              command = exec [
+                (shellArg bin.collector)
+                (shellArg "--config=${files.collector}")
+              ];
+              depends_on = healthy [ processNames.tempo ];
+              # The core distribution has no health_check extension; its own
+              # metrics answer once it runs.
+              readiness_probe = httpReady topology.fixedPorts.collectorTelemetry "/metrics";
+            };
+          }
+          {
+            name = processNames.grafana;
+            value = supervised // {
+              command = concatStringsSep " && " [
+                "cd \"\$${stateVar}/grafana\""
+                (exec [
+                  (shellArg bin.grafana)
+                  "server"
+                  "-homepath"
+                  (shellArg grafanaHome)
+                  "-config"
+                  (shellArg files.grafana)
+                ])
+              ];
+              depends_on = healthy [
+                processNames.prometheus
+                processNames.tempo
+              ];
+              readiness_probe = httpReady ports.grafana "/api/health";
+            };
+          }
+          {
+            name = processNames.load;
+            value = supervised // {
+              command = exec (
+                [ (shellArg bin.vegeta) ]
+                ++ map shellArg (
+                  backends.loadAttackArgs {
+                    rate = loadRate;
+                    targetsFile = files.loadTargets;
+                  }
+                )
+              );
+              depends_on = healthy [ (processNames.hop entry.name) ];
+            };
+          }
+        ]
+        ++ map hopProcess hops
+      );
+    };
+}
