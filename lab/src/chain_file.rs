@@ -373,6 +373,15 @@ mod tests {
     }
 
     #[test]
+    fn the_readmes_example_chain_file_is_the_four_hop_fan_out() {
+        let chain = check(include_str!("../../chains/fan-out.json")).unwrap();
+        let names: Vec<&str> = chain.hops.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["gateway", "catalog", "pricing", "stock"]);
+        assert_eq!(chain.calls, [vec![1, 2], vec![], vec![3], vec![]]);
+        assert_eq!(chain.hops[0].call_mode, CallMode::Parallel);
+    }
+
+    #[test]
     fn fan_out_starts_every_callee_first() {
         let chain = check(
             r#"{"hops": [
