@@ -32,6 +32,9 @@ pub struct BenchConfig {
     /// Requests of the delay-fidelity mode, and their rate.
     pub delay_requests: usize,
     pub delay_rate: f64,
+    /// Extra environment for every instance, after the bench's own (so it
+    /// can override the batching, say): for trying exporter settings.
+    pub hop_env: Vec<(String, String)>,
 }
 
 impl BenchConfig {
@@ -48,6 +51,7 @@ impl BenchConfig {
             phase: Duration::from_secs(3),
             delay_requests: 400,
             delay_rate: 10.0,
+            hop_env: Vec::new(),
         }
     }
 
@@ -94,6 +98,8 @@ pub struct Setup {
     pub connections: usize,
     pub duration_s: f64,
     pub warmup_s: f64,
+    /// `--hop-env` as given, KEY=VALUE.
+    pub hop_env: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -288,6 +294,11 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Resul
             connections: config.connections,
             duration_s: config.duration.as_secs_f64(),
             warmup_s: config.warmup.as_secs_f64(),
+            hop_env: config
+                .hop_env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
         },
         throughput: Throughput {
             sampled: sampled.setting,
@@ -399,7 +410,7 @@ fn common(config: &BenchConfig, receiver: &OtlpReceiver) -> InstanceConfig {
     if let Some(dir) = &config.templates_dir {
         common = common.env("TEMPLATES_DIR", dir.display().to_string());
     }
-    common
+    common.envs(config.hop_env.iter().cloned())
 }
 
 fn hops(config: &BenchConfig, delay_ms: impl Fn(usize) -> u64) -> Vec<InstanceConfig> {

@@ -9,13 +9,18 @@ pub fn table(report: &Report) -> String {
     let setup = &report.setup;
     let _ = writeln!(
         out,
-        "lab-bench: {} hops, {} connections, {} s per setting after {} s warm-up, {} CPUs, OTLP {}\n",
+        "lab-bench: {} hops, {} connections, {} s per setting after {} s warm-up, {} CPUs, OTLP {}{}\n",
         setup.hops,
         setup.connections,
         setup.duration_s,
         setup.warmup_s,
         setup.cpus,
-        setup.otlp_protocol
+        setup.otlp_protocol,
+        if setup.hop_env.is_empty() {
+            String::new()
+        } else {
+            format!(", hops with {}", setup.hop_env.join(" "))
+        }
     );
 
     let _ = writeln!(out, "1. Throughput and latency (RESPONSE_TIME=0)");

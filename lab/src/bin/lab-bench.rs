@@ -53,6 +53,17 @@ struct Args {
     /// TEMPLATES_DIR for the instances [default: the binary's own].
     #[arg(long)]
     templates_dir: Option<PathBuf>,
+    /// KEY=VALUE added to every instance's environment, e.g.
+    /// OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048 (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_hop_env)]
+    hop_env: Vec<(String, String)>,
+}
+
+fn parse_hop_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
 }
 
 #[tokio::main]
@@ -84,6 +95,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         warmup: Duration::from_secs_f64(args.warmup),
         phase: Duration::from_secs_f64(args.phase),
         delay_requests: args.delay_requests.max(1),
+        hop_env: args.hop_env,
         ..BenchConfig::new(lab::service_binary::locate(args.service_bin, "lab-bench")?)
     };
     let report = bench::run(&config, &|step| eprintln!("lab-bench: {step}")).await?;
