@@ -22,7 +22,7 @@ Also read by the OpenTelemetry SDK from the environment:
   OTEL_EXPORTER_OTLP_[TRACES_]HEADERS, _TIMEOUT (10000 ms), _COMPRESSION
   OTEL_RESOURCE_ATTRIBUTES             extra resource attributes (key=value,...)
   OTEL_BSP_SCHEDULE_DELAY (5000 ms), OTEL_BSP_MAX_QUEUE_SIZE (2048),
-  OTEL_BSP_MAX_EXPORT_BATCH_SIZE (512), OTEL_BSP_EXPORT_TIMEOUT
+  OTEL_BSP_MAX_EXPORT_BATCH_SIZE (128 here; the SDK says 512), OTEL_BSP_EXPORT_TIMEOUT
   RUST_LOG                             log filter (default: info)";
 
 #[derive(Debug, Clone, Parser)]

@@ -15,7 +15,9 @@ use opentelemetry::{KeyValue, global};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfig, BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 use tracing_subscriber::filter::{EnvFilter, FilterExt as _, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -113,12 +115,35 @@ fn tracer_provider(settings: &Settings) -> anyhow::Result<SdkTracerProvider> {
     builder = match settings.traces_exporter {
         TracesExporter::Otlp => {
             let exporter = ExportWatch::new(otlp_exporter(settings)?);
-            builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
+            builder.with_span_processor(
+                BatchSpanProcessor::builder(exporter)
+                    .with_batch_config(batch_config())
+                    .build(),
+            )
         }
         TracesExporter::Console => builder.with_simple_exporter(ConsoleExporter::default()),
         TracesExporter::Discard => builder,
     };
     Ok(builder.build())
+}
+
+/// Spans per export unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says otherwise.
+/// The SDK's 512 keeps export buffers about 1 MiB larger per instance than
+/// 128 does (lab-bench: 12.2-12.4 vs 11.1-11.3 MiB after load), and the CPU
+/// per request did not measurably change.
+pub const DEFAULT_EXPORT_BATCH_SIZE: usize = 128;
+
+/// The batch processor's settings: the SDK's, which read OTEL_BSP_*, with
+/// the lab's batch size where the environment does not set one.
+fn batch_config() -> BatchConfig {
+    let from_env = BatchConfigBuilder::default();
+    if std::env::var_os("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_some() {
+        from_env.build()
+    } else {
+        from_env
+            .with_max_export_batch_size(DEFAULT_EXPORT_BATCH_SIZE)
+            .build()
+    }
 }
 
 /// service.name from the settings; version, instance and host unless

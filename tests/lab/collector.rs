@@ -272,3 +272,59 @@ async fn the_standard_otel_variables_are_honoured() {
         Some("fixed-1")
     );
 }
+
+/// One request of a single hop without delay, as JSON, leaves one span.
+async fn requests_until_spans(url: &str, spans: usize) {
+    for _ in 0..spans {
+        assert_eq!(get_json(url).await.status, 200);
+    }
+}
+
+/// Waits (up to 10 s) until `receiver` holds at least `spans` spans.
+async fn received_at_least(receiver: &OtlpReceiver, spans: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.span_count() < spans && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    receiver.span_count()
+}
+
+#[tokio::test]
+async fn spans_leave_in_batches_of_128_unless_the_environment_says_otherwise() {
+    // A schedule delay of a minute: within the test, only a full batch
+    // sends spans, and an export takes at most a batch.
+    let config = |receiver: &OtlpReceiver| {
+        common(receiver)
+            .env("OTEL_SERVICE_NAME", "batches")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    };
+    let batch = microservice::telemetry::DEFAULT_EXPORT_BATCH_SIZE;
+    assert_eq!(batch, 128);
+
+    let receiver = OtlpReceiver::start(Protocol::HttpProtobuf).unwrap();
+    let instance = Instance::spawn(binary(), &config(&receiver)).await.unwrap();
+    requests_until_spans(instance.url(), 3 * batch).await;
+    let received = received_at_least(&receiver, 2 * batch).await;
+    assert!(received >= 2 * batch, "{received} spans arrived");
+    assert!(
+        receiver.export_requests() as usize >= received.div_ceil(batch),
+        "{received} spans in {} exports: more than {batch} in one",
+        receiver.export_requests()
+    );
+
+    // The SDK's own variable still decides when it is set: 190 spans are
+    // not a batch of 200, 210 are.
+    let receiver = OtlpReceiver::start(Protocol::HttpProtobuf).unwrap();
+    let instance = Instance::spawn(
+        binary(),
+        &config(&receiver).env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "200"),
+    )
+    .await
+    .unwrap();
+    requests_until_spans(instance.url(), 190).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.span_count(), 0, "exported before a batch of 200");
+    requests_until_spans(instance.url(), 20).await;
+    let received = received_at_least(&receiver, 200).await;
+    assert!(received >= 200, "{received} spans arrived");
+}
