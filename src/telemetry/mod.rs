@@ -129,8 +129,9 @@ fn tracer_provider(settings: &Settings) -> anyhow::Result<SdkTracerProvider> {
 
 /// Spans per export unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says otherwise.
 /// The SDK's 512 keeps export buffers about 1 MiB larger per instance than
-/// 128 does (lab-bench: 12.2-12.4 vs 11.1-11.3 MiB after load), and the CPU
-/// per request did not measurably change.
+/// 128 does (lab-bench, largest instance after load: 12.0-12.4 MiB in four
+/// runs against 11.2-11.5 in two), and the CPU per request did not
+/// measurably change.
 pub const DEFAULT_EXPORT_BATCH_SIZE: usize = 128;
 
 /// The batch processor's settings: the SDK's, which read OTEL_BSP_*, with

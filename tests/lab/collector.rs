@@ -273,20 +273,21 @@ async fn the_standard_otel_variables_are_honoured() {
     );
 }
 
-/// One request of a single hop without delay, as JSON, leaves one span.
-async fn requests_until_spans(url: &str, spans: usize) {
-    for _ in 0..spans {
+/// `count` JSON requests; each leaves one span on a single hop without delay.
+async fn send_json_requests(url: &str, count: usize) {
+    for _ in 0..count {
         assert_eq!(get_json(url).await.status, 200);
     }
 }
 
-/// Waits (up to 10 s) until `receiver` holds at least `spans` spans.
-async fn received_at_least(receiver: &OtlpReceiver, spans: usize) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while receiver.span_count() < spans && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Spans received once at least `count` arrived, or after SPAN_WAIT.
+async fn received_at_least(receiver: &OtlpReceiver, count: usize) -> usize {
+    match receiver
+        .wait_until(SPAN_WAIT, |spans| spans.len() >= count)
+        .await
+    {
+        Ok(spans) | Err(spans) => spans.len(),
     }
-    receiver.span_count()
 }
 
 #[tokio::test]
@@ -303,7 +304,7 @@ async fn spans_leave_in_batches_of_128_unless_the_environment_says_otherwise() {
 
     let receiver = OtlpReceiver::start(Protocol::HttpProtobuf).unwrap();
     let instance = Instance::spawn(binary(), &config(&receiver)).await.unwrap();
-    requests_until_spans(instance.url(), 3 * batch).await;
+    send_json_requests(instance.url(), 3 * batch).await;
     let received = received_at_least(&receiver, 2 * batch).await;
     assert!(received >= 2 * batch, "{received} spans arrived");
     assert!(
@@ -321,10 +322,10 @@ async fn spans_leave_in_batches_of_128_unless_the_environment_says_otherwise() {
     )
     .await
     .unwrap();
-    requests_until_spans(instance.url(), 190).await;
+    send_json_requests(instance.url(), 190).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(receiver.span_count(), 0, "exported before a batch of 200");
-    requests_until_spans(instance.url(), 20).await;
+    send_json_requests(instance.url(), 20).await;
     let received = received_at_least(&receiver, 200).await;
     assert!(received >= 200, "{received} spans arrived");
 }
