@@ -50,31 +50,36 @@
 
       nixosConfigurations.lab = labVm "x86_64-linux";
 
-      apps = lib.recursiveUpdate (forAllSystems (pkgs: {
-        local = {
-          type = "app";
-          program = lib.getExe self.packages.${pkgs.stdenv.hostPlatform.system}.lab-local;
-          meta.description = "Run the tracing lab as local processes, without a VM";
-        };
-      })) (forLinuxSystems (
-        pkgs:
-        let
-          inherit (pkgs.stdenv.hostPlatform) system;
-          inherit (labVm system) config;
-        in
-        {
-          default = {
-            type = "app";
-            program = lib.getExe config.system.build.tracingLabVm;
-            meta.description = "Boot the tracing lab VM in this terminal";
-          };
-          test-interactive = {
-            type = "app";
-            program = lib.getExe self.checks.${system}.lab.driverInteractive;
-            meta.description = "The lab's VM test in the interactive test driver";
-          };
-        }
-      ));
+      apps =
+        lib.recursiveUpdate
+          (forAllSystems (pkgs: {
+            local = {
+              type = "app";
+              program = lib.getExe self.packages.${pkgs.stdenv.hostPlatform.system}.lab-local;
+              meta.description = "Run the tracing lab as local processes, without a VM";
+            };
+          }))
+          (
+            forLinuxSystems (
+              pkgs:
+              let
+                inherit (pkgs.stdenv.hostPlatform) system;
+                inherit (labVm system) config;
+              in
+              {
+                default = {
+                  type = "app";
+                  program = lib.getExe config.system.build.tracingLabVm;
+                  meta.description = "Boot the tracing lab VM in this terminal";
+                };
+                test-interactive = {
+                  type = "app";
+                  program = lib.getExe self.checks.${system}.lab.driverInteractive;
+                  meta.description = "The lab's VM test in the interactive test driver";
+                };
+              }
+            )
+          );
 
       checks = forLinuxSystems (
         pkgs:

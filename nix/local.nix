@@ -52,9 +52,10 @@ let
   settings = {
     tempo = local.tempoSettings { tempoVersion = pkgs.tempo.version; };
     # Like the module's assertion: name each plugin this Grafana needs and nixpkgs lacks.
-    grafana = lib.throwIf (plugins.missing != [ ]) "tracing-lab-local: ${lib.concatStringsSep " " plugins.missing}" (
-      local.grafanaSettings { inherit pluginsDir provisioningDir; }
-    );
+    grafana =
+      lib.throwIf (plugins.missing != [ ])
+        "tracing-lab-local: ${lib.concatStringsSep " " plugins.missing}"
+        (local.grafanaSettings { inherit pluginsDir provisioningDir; });
     # Nothing is scraped: Tempo writes its metrics through remote write.
     prometheus = { };
     collector = lib.genAttrs exercises.names local.collectorSettings;
@@ -117,9 +118,7 @@ let
             summary = (local.chain exercise).summary;
           in
           lib.concatMapStrings (hop: "${toString hop.port} ${hop.serviceName}\n") summary.hops
-          + lib.concatStrings (
-            lib.mapAttrsToList (name: port: "${toString port} ${name}\n") summary.ports
-          )
+          + lib.concatStrings (lib.mapAttrsToList (name: port: "${toString port} ${name}\n") summary.ports)
         );
       }
     ]) exercises.names

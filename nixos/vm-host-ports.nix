@@ -126,11 +126,7 @@ in
           done <<'EOF'
         ${portTable}EOF
           echo "Each page links its trace in Grafana (dashboard \"Tracing lab\", or Explore > Tempo)."
-          printf '%s\n' ${
-            lib.escapeShellArg "Running the exercise ${cfg.exercise} (${
-              exercises.byName.${cfg.exercise}.title
-            }). `lab-exercise` lists the others, `lab-exercise NAME` switches."
-          }
+          printf '%s\n' ${lib.escapeShellArg "Running the exercise ${cfg.exercise} (${exercises.byName.${cfg.exercise}.title}). `lab-exercise` lists the others, `lab-exercise NAME` switches."}
           echo "In here: systemctl status 'microservice-*' opentelemetry-collector tempo prometheus grafana"
           echo "         cat /etc/tracing-lab/lab.json"
           echo "Leave with \`poweroff\` (or Ctrl-a x)."

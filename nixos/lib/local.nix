@@ -32,10 +32,14 @@ let
 
   stateVar = "TRACING_LAB_STATE";
 
-  healthy = names: listToAttrs (map (name: {
-    inherit name;
-    value.condition = "process_healthy";
-  }) names);
+  healthy =
+    names:
+    listToAttrs (
+      map (name: {
+        inherit name;
+        value.condition = "process_healthy";
+      }) names
+    );
 
   # Ready once `path` answers 200 on 127.0.0.1:`port`; checked every 2 s.
   httpReady = port: path: {

@@ -403,7 +403,9 @@ let
       expected = exercises.byName.baseline.hops;
     };
     "every exercise's chain is sound" = {
-      actual = builtins.filter (name: (topology.chain { hops = exercises.byName.${name}.hops; }).errors != [ ]) exercises.names;
+      actual = builtins.filter (
+        name: (topology.chain { hops = exercises.byName.${name}.hops; }).errors != [ ]
+      ) exercises.names;
       expected = [ ];
     };
     "a variant is its exercise with the hop settings it names" = {

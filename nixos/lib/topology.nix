@@ -283,9 +283,7 @@ rec {
         (map (name: chainError "hop name `${name}` must match [A-Za-z0-9_-]+.") (
           filter (name: match "[A-Za-z0-9_-]+" name == null) names
         ))
-        (map (port: chainError "port ${toString port} is used by more than one hop.") (
-          duplicates hopPorts
-        ))
+        (map (port: chainError "port ${toString port} is used by more than one hop.") (duplicates hopPorts))
         (concatLists (
           map (hop: map (portClash hop) (filter (taken: taken.port == hop.port) componentPorts)) hs
         ))
@@ -316,7 +314,12 @@ rec {
             else
               foldl' (found: callee: if found != null then found else from (path ++ [ callee ])) null callees;
           dropUntil = name: path: if head path == name then path else dropUntil name (builtins.tail path);
-          indexes = listToAttrs (imap0 (i: name: { inherit name; value = i; }) names);
+          indexes = listToAttrs (
+            imap0 (i: name: {
+              inherit name;
+              value = i;
+            }) names
+          );
           indexOf = name: indexes.${name};
         in
         if duplicates names != [ ] then

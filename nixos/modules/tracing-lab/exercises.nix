@@ -112,15 +112,15 @@ in
   };
 
   config = lib.mkIf cfg.enable {
-    specialisation = lib.genAttrs (lib.filter (name: name != cfg.exercise) cfg.exerciseSpecialisations) (
-      name: {
-        configuration.services.tracing-lab = {
-          exercise = lib.mkForce name;
-          # An exercise brings its chain, also over a chain of the user's own.
-          chain = lib.mkOverride 90 exercises.byName.${name}.hops;
-        };
-      }
-    );
+    specialisation =
+      lib.genAttrs (lib.filter (name: name != cfg.exercise) cfg.exerciseSpecialisations)
+        (name: {
+          configuration.services.tracing-lab = {
+            exercise = lib.mkForce name;
+            # An exercise brings its chain, also over a chain of the user's own.
+            chain = lib.mkOverride 90 exercises.byName.${name}.hops;
+          };
+        });
 
     environment.systemPackages = [ lab-exercise ];
   };

@@ -33,7 +33,8 @@ let
     in
     if found == null then null else lib.head found;
   dependsOn = process: lib.sort lib.lessThan (lib.attrNames (process.depends_on or { }));
-  conditions = process: lib.unique (lib.mapAttrsToList (_: d: d.condition) (process.depends_on or { }));
+  conditions =
+    process: lib.unique (lib.mapAttrsToList (_: d: d.condition) (process.depends_on or { }));
   probe = process: process.readiness_probe.http_get or { };
 
   # What is wrong with one exercise's configuration, as messages.
@@ -51,7 +52,9 @@ let
       processes = config.processes;
       expect =
         what: expected: found:
-        lib.optional (expected != found) "${exercise}: ${what}: expected ${builtins.toJSON expected}, found ${builtins.toJSON found}";
+        lib.optional (
+          expected != found
+        ) "${exercise}: ${what}: expected ${builtins.toJSON expected}, found ${builtins.toJSON found}";
 
       hopErrors =
         hop:
@@ -70,13 +73,16 @@ let
             inherit (hop) port;
             path = "/readyz";
           } (lib.getAttrs [ "host" "port" "path" ] (probe process))
-          ++ expect "${name} EXTERNAL_CALL_URL" (map (callee: "http://${loopback}:${toString (lib.findFirst (h: h.name == callee) null lab.summary.hops).port}/") hop.calls) (
-            lib.filter (url: url != "") (lib.splitString "," (env.EXTERNAL_CALL_URL or ""))
-          )
+          ++ expect "${name} EXTERNAL_CALL_URL" (map (
+            callee:
+            "http://${loopback}:${toString (lib.findFirst (h: h.name == callee) null lab.summary.hops).port}/"
+          ) hop.calls) (lib.filter (url: url != "") (lib.splitString "," (env.EXTERNAL_CALL_URL or "")))
           ++ expect "${name} OTLP endpoint" "http://${loopback}:${toString ports.collectorOtlpHttp}" (
             env.OTEL_EXPORTER_OTLP_ENDPOINT or null
           )
-          ++ expect "${name} depends on" (lib.sort lib.lessThan ([ names.collector ] ++ map names.hop hop.calls)) (dependsOn process);
+          ++ expect "${name} depends on" (lib.sort lib.lessThan (
+            [ names.collector ] ++ map names.hop hop.calls
+          )) (dependsOn process);
 
       prometheus = processes.${names.prometheus};
       grafanaProcess = processes.${names.grafana};
@@ -96,26 +102,32 @@ let
         names.load
       ]
     )) (lib.sort lib.lessThan (lib.attrNames processes))
-    ++ expect "collector receivers" [
-      "${loopback}:${toString ports.collectorOtlpGrpc}"
-      "${loopback}:${toString ports.collectorOtlpHttp}"
-    ] [ receivers.grpc.endpoint receivers.http.endpoint ]
+    ++
+      expect "collector receivers"
+        [
+          "${loopback}:${toString ports.collectorOtlpGrpc}"
+          "${loopback}:${toString ports.collectorOtlpHttp}"
+        ]
+        [ receivers.grpc.endpoint receivers.http.endpoint ]
     ++ expect "collector exports to Tempo's OTLP/gRPC receiver" tempoReceivers.grpc.endpoint (
       collector.exporters.otlp.endpoint
     )
-    ++ expect "Tempo's OTLP receivers" [
-      "${loopback}:${toString ports.tempoOtlpGrpc}"
-      "${loopback}:${toString ports.tempoOtlpHttp}"
-    ] [ tempoReceivers.grpc.endpoint tempoReceivers.http.endpoint ]
+    ++
+      expect "Tempo's OTLP receivers"
+        [
+          "${loopback}:${toString ports.tempoOtlpGrpc}"
+          "${loopback}:${toString ports.tempoOtlpHttp}"
+        ]
+        [ tempoReceivers.grpc.endpoint tempoReceivers.http.endpoint ]
     ++ expect "Tempo's servers" {
       http_listen_address = loopback;
       http_listen_port = ports.tempo;
       grpc_listen_address = loopback;
       grpc_listen_port = ports.tempoGrpc;
     } tempo.server
-    ++ expect "Tempo writes to Prometheus" "http://${loopback}:${toString ports.prometheus}/api/v1/write" (
-      lib.head tempo.metrics_generator.storage.remote_write
-    ).url
+    ++
+      expect "Tempo writes to Prometheus" "http://${loopback}:${toString ports.prometheus}/api/v1/write"
+        (lib.head tempo.metrics_generator.storage.remote_write).url
     ++ expect "Prometheus listens" "${loopback}:${toString ports.prometheus}" (
       flagValue "--web.listen-address" prometheus.command
     )
@@ -123,32 +135,52 @@ let
       http_addr = loopback;
       http_port = ports.grafana;
     } grafana.server
-    ++ expect "Grafana's secret key is read from a file" true (lib.hasPrefix "$__file{" grafana.security.secret_key)
+    ++ expect "Grafana's secret key is read from a file" true (
+      lib.hasPrefix "$__file{" grafana.security.secret_key
+    )
     # Readiness probes on each backend's own port.
-    ++ expect "readiness probes" {
-      ${names.tempo} = ports.tempo;
-      ${names.prometheus} = ports.prometheus;
-      ${names.grafana} = ports.grafana;
-      ${names.collector} = ports.collectorTelemetry;
-    } (lib.genAttrs [ names.tempo names.prometheus names.grafana names.collector ] (name: (probe processes.${name}).port or null))
+    ++
+      expect "readiness probes"
+        {
+          ${names.tempo} = ports.tempo;
+          ${names.prometheus} = ports.prometheus;
+          ${names.grafana} = ports.grafana;
+          ${names.collector} = ports.collectorTelemetry;
+        }
+        (
+          lib.genAttrs [ names.tempo names.prometheus names.grafana names.collector ] (
+            name: (probe processes.${name}).port or null
+          )
+        )
     ++ expect "readiness probe hosts" [ loopback ] (
       lib.unique (lib.mapAttrsToList (_: process: (probe process).host or loopback) processes)
     )
     # Start order.
-    ++ expect "dependencies" {
-      ${names.tempo} = [ names.prometheus ];
-      ${names.collector} = [ names.tempo ];
-      ${names.grafana} = [
-        names.prometheus
-        names.tempo
-      ];
-      ${names.load} = [ (names.hop entry.name) ];
-      ${names.prometheus} = [ ];
-    } (lib.genAttrs [ names.tempo names.collector names.grafana names.load names.prometheus ] (name: dependsOn processes.${name}))
-    ++ expect "dependency conditions" [ "process_healthy" ] (lib.unique (lib.concatMap conditions (lib.attrValues processes)))
+    ++
+      expect "dependencies"
+        {
+          ${names.tempo} = [ names.prometheus ];
+          ${names.collector} = [ names.tempo ];
+          ${names.grafana} = [
+            names.prometheus
+            names.tempo
+          ];
+          ${names.load} = [ (names.hop entry.name) ];
+          ${names.prometheus} = [ ];
+        }
+        (
+          lib.genAttrs [ names.tempo names.collector names.grafana names.load names.prometheus ] (
+            name: dependsOn processes.${name}
+          )
+        )
+    ++ expect "dependency conditions" [ "process_healthy" ] (
+      lib.unique (lib.concatMap conditions (lib.attrValues processes))
+    )
     # process-compose must leave the commands' `$` to the shell.
     ++ expect "disable_env_expansion" true (config.disable_env_expansion or false)
-    ++ expect "Grafana's state" true (lib.hasInfix "\"$TRACING_LAB_STATE/grafana\"" grafanaProcess.command);
+    ++ expect "Grafana's state" true (
+      lib.hasInfix "\"$TRACING_LAB_STATE/grafana\"" grafanaProcess.command
+    );
 
   settingsOf = exercise: {
     inherit exercise;
@@ -161,7 +193,9 @@ let
 
   # One change each to the baseline, and a word its message must contain.
   base = settingsOf "baseline";
-  hop = process: f: lib.recursiveUpdate base { config.processes.${process} = f base.config.processes.${process}; };
+  hop =
+    process: f:
+    lib.recursiveUpdate base { config.processes.${process} = f base.config.processes.${process}; };
   # Replaces attributes of a process whole.
   replace =
     process: attrs:
@@ -181,21 +215,29 @@ let
   broken = {
     "microservice-2 HTTP_PORT" = setEnv "microservice-2" "HTTP_PORT" "8089";
     "microservice-1 HTTP_HOST" = setEnv "microservice-1" "HTTP_HOST" "0.0.0.0";
-    "microservice-1 EXTERNAL_CALL_URL" = setEnv "microservice-1" "EXTERNAL_CALL_URL" "http://127.0.0.1:8082/";
-    "microservice-3 OTLP endpoint" = setEnv "microservice-3" "OTEL_EXPORTER_OTLP_ENDPOINT" "http://127.0.0.1:4418";
+    "microservice-1 EXTERNAL_CALL_URL" =
+      setEnv "microservice-1" "EXTERNAL_CALL_URL"
+        "http://127.0.0.1:8082/";
+    "microservice-3 OTLP endpoint" =
+      setEnv "microservice-3" "OTEL_EXPORTER_OTLP_ENDPOINT"
+        "http://127.0.0.1:4418";
     "microservice-2 readiness probe" = hop "microservice-2" (_: {
       readiness_probe.http_get.port = 8082;
     });
     "microservice-1 depends on" = replace "microservice-1" {
       depends_on = removeAttrs base.config.processes.microservice-1.depends_on [ "microservice-2" ];
     };
-    "collector exports to Tempo" = lib.recursiveUpdate base { collector.exporters.otlp.endpoint = "127.0.0.1:4418"; };
+    "collector exports to Tempo" = lib.recursiveUpdate base {
+      collector.exporters.otlp.endpoint = "127.0.0.1:4418";
+    };
     "Grafana listens" = lib.recursiveUpdate base { grafana.server.http_addr = "0.0.0.0"; };
     "Tempo's servers" = lib.recursiveUpdate base { tempo.server.http_listen_address = "0.0.0.0"; };
     "Prometheus listens" = hop names.prometheus (p: {
       command = builtins.replaceStrings [ "127.0.0.1:9090" ] [ "0.0.0.0:9090" ] p.command;
     });
-    "readiness probes" = hop names.tempo (_: { readiness_probe.http_get.port = topology.defaultPorts.tempoGrpc; });
+    "readiness probes" = hop names.tempo (_: {
+      readiness_probe.http_get.port = topology.defaultPorts.tempoGrpc;
+    });
     "dependencies" = replace names.collector { depends_on = { }; };
   };
   unnoticed = lib.filter (

@@ -108,13 +108,16 @@ let
 
   cases = {
     "the overlays set the versions the modules see" = {
-      actual = map (system: [
-        system.pkgs.tempo.version
-        system.config.services.grafana.package.version
-      ]) [
-        older
-        newer
-      ];
+      actual =
+        map
+          (system: [
+            system.pkgs.tempo.version
+            system.config.services.grafana.package.version
+          ])
+          [
+            older
+            newer
+          ];
       expected = [
         [
           "2.10.8"

@@ -207,7 +207,8 @@ let
     };
     "caught: a hop calling the wrong hop" = {
       actual = wiringErrors (vm {
-        systemd.services.microservice-1.environment.EXTERNAL_CALL_URL = lib.mkForce "http://127.0.0.1:8082/";
+        systemd.services.microservice-1.environment.EXTERNAL_CALL_URL =
+          lib.mkForce "http://127.0.0.1:8082/";
       });
       expected = [
         "microservice-1 calls (EXTERNAL_CALL_URL): expected [\"http://127.0.0.1:8081/\"], got [\"http://127.0.0.1:8082/\"]"
@@ -230,14 +231,16 @@ let
         );
       });
       expected =
-        map (
-          hop:
-          "microservice-${hop}'s trace link uses the Tempo data source (pane, query): expected [\"traces\",\"traces\"], got [\"tempo\",\"tempo\"]"
-        ) [
-          "1"
-          "2"
-          "3"
-        ]
+        map
+          (
+            hop:
+            "microservice-${hop}'s trace link uses the Tempo data source (pane, query): expected [\"traces\",\"traces\"], got [\"tempo\",\"tempo\"]"
+          )
+          [
+            "1"
+            "2"
+            "3"
+          ]
         ++ [
           "the Prometheus data source's exemplar links: expected [\"traces\"], got [\"tempo\"]"
           "data sources the dashboards use that Grafana does not have: expected [], got ${dashboardTempoRefs}"
