@@ -46,7 +46,7 @@ struct Args {
     #[arg(long)]
     show_load: bool,
 
-    /// Where the runner receives the hops' spans [default: a free port].
+    /// Where the runner receives the hops' spans (port 0: a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     receiver: std::net::SocketAddr,
 

@@ -129,6 +129,7 @@ mod tests {
                     ..Span::default()
                 },
             }],
+            late: false,
         }
     }
 

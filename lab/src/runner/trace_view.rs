@@ -10,7 +10,7 @@
 //!   251.9 ms         █████████████████████████████████  │  └─ microservice-2 GET /
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,10 @@ pub const TREE_COLUMN: usize = 2 + 9 + 2 + BAR_WIDTH + 2;
 /// Spans of traces that are not finished yet.
 pub struct Assembler {
     pending: HashMap<String, Pending>,
+    /// Traces drawn lately, oldest first: spans of theirs that come after
+    /// (a callee still working when its caller gave up) are drawn as late.
+    drawn: VecDeque<String>,
+    drawn_ids: HashSet<String>,
     /// Quiet time after the root span before a trace counts as finished.
     settle: Duration,
     /// A trace whose root never comes is shown anyway after this long.
@@ -34,13 +38,19 @@ struct Pending {
     spans: Vec<ReceivedSpan>,
     first: Instant,
     last: Instant,
+    late: bool,
 }
+
+/// How many drawn traces are remembered for their late spans.
+const REMEMBERED: usize = 1000;
 
 /// A finished trace.
 #[derive(Debug, Clone)]
 pub struct Trace {
     pub id: String,
     pub spans: Vec<ReceivedSpan>,
+    /// Spans of a trace already drawn, which ended after it was.
+    pub late: bool,
 }
 
 impl Trace {
@@ -65,6 +75,8 @@ impl Assembler {
     pub fn new(settle: Duration, give_up: Duration) -> Self {
         Self {
             pending: HashMap::new(),
+            drawn: VecDeque::new(),
+            drawn_ids: HashSet::new(),
             settle,
             give_up,
         }
@@ -72,10 +84,13 @@ impl Assembler {
 
     pub fn add(&mut self, batch: Vec<ReceivedSpan>, now: Instant) {
         for span in batch {
-            let pending = self.pending.entry(span.trace_id()).or_insert(Pending {
+            let id = span.trace_id();
+            let late = self.drawn_ids.contains(&id);
+            let pending = self.pending.entry(id).or_insert(Pending {
                 spans: Vec::new(),
                 first: now,
                 last: now,
+                late,
             });
             pending.last = now;
             pending.spans.push(span);
@@ -88,7 +103,8 @@ impl Assembler {
             .pending
             .iter()
             .filter(|(_, p)| {
-                let rooted = p.spans.iter().any(|s| s.parent_id().is_empty());
+                // Late spans have their root drawn already.
+                let rooted = p.late || p.spans.iter().any(|s| s.parent_id().is_empty());
                 (rooted && now.duration_since(p.last) >= self.settle)
                     || now.duration_since(p.first) >= self.give_up
             })
@@ -113,12 +129,27 @@ impl Assembler {
                     Trace {
                         id,
                         spans: pending.spans,
+                        late: pending.late,
                     },
                 ))
             })
             .collect();
         traces.sort_by_key(|(first, _)| *first);
+        for (_, trace) in &traces {
+            self.remember(&trace.id);
+        }
         traces.into_iter().map(|(_, trace)| trace).collect()
+    }
+
+    fn remember(&mut self, id: &str) {
+        if self.drawn_ids.insert(id.to_string()) {
+            self.drawn.push_back(id.to_string());
+        }
+        while self.drawn.len() > REMEMBERED {
+            if let Some(oldest) = self.drawn.pop_front() {
+                self.drawn_ids.remove(&oldest);
+            }
+        }
     }
 }
 
@@ -157,7 +188,9 @@ pub fn render(trace: &Trace, note: Option<&str>, style: Style) -> String {
     if trace.has_error() {
         header.push_str(" · ERROR");
     }
-    if trace.root().is_none() {
+    if trace.late {
+        header.push_str(" · late: these ended after the trace was drawn above");
+    } else if trace.root().is_none() {
         header.push_str(" · its root span never arrived");
     }
     if let Some(note) = note {
@@ -215,12 +248,17 @@ pub fn render(trace: &Trace, note: Option<&str>, style: Style) -> String {
             span.name()
         );
         if !span.parent_id().is_empty() && !ids.contains(&span.parent_id()) {
+            let whereabouts = if trace.late {
+                "drawn above"
+            } else {
+                "not in this trace"
+            };
             let _ = write!(
                 line,
                 "{}",
                 paint(
                     DIM,
-                    &format!("  (parent {} not in this trace)", span.parent_id())
+                    &format!("  (parent {} {whereabouts})", span.parent_id())
                 )
             );
         }
@@ -327,6 +365,7 @@ mod tests {
                 span("a", "simulated work", 2, Some(1), 0, 50),
                 span("a", "GET", 3, Some(1), 50, 95),
             ],
+            late: false,
         }
     }
 
@@ -377,6 +416,38 @@ mod tests {
         let done = assembler.finished(t0 + Duration::from_millis(1600));
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].spans.len(), 4);
+    }
+
+    #[test]
+    fn spans_that_end_after_their_trace_was_drawn_are_drawn_as_late() {
+        let mut assembler = Assembler::new(Duration::from_millis(500), Duration::from_secs(5));
+        let t0 = Instant::now();
+        let mut spans = trace().spans;
+        let callee = spans.remove(0);
+        assembler.add(spans, t0);
+        assert_eq!(assembler.finished(t0 + Duration::from_secs(1)).len(), 1);
+
+        // The callee's span comes when its caller has long given up.
+        let later = t0 + Duration::from_secs(2);
+        assembler.add(vec![callee], later);
+        assert!(assembler.finished(later).is_empty());
+        let done = assembler.finished(later + Duration::from_millis(500));
+        assert_eq!(
+            done.len(),
+            1,
+            "drawn once settled, without waiting for a root"
+        );
+        assert!(done[0].late);
+        let text = render(&done[0], None, Style::Plain);
+        assert!(
+            text.contains("late: these ended after the trace was drawn above"),
+            "{text}"
+        );
+        assert!(!text.contains("root span never arrived"), "{text}");
+        assert!(
+            text.contains("(parent 0303030303030303 drawn above)"),
+            "{text}"
+        );
     }
 
     #[test]
