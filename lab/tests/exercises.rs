@@ -465,7 +465,7 @@ async fn tail_sampling_keeps_every_error_and_every_slow_trace() {
         let trace = Trace {
             id: answer.trace_id.clone(),
             spans,
-            late: false,
+            late: None,
         };
         let (keep, note) = policy.decide(&trace);
         let is_slow = trace.duration() >= Duration::from_millis(400);

@@ -22,7 +22,7 @@ use crate::load::{self, TrickleCounts};
 use crate::receiver::{OtlpReceiver, Protocol};
 use forward::Forwarder;
 use tail_sampling::TailSampling;
-use trace_view::{Assembler, Style, Trace};
+use trace_view::{Assembler, Style, Trace, Verdict};
 
 /// User agent of the runner's own load: its traces are counted, not drawn.
 pub const LOAD_USER_AGENT: &str = concat!("lab-load/", env!("CARGO_PKG_VERSION"));
@@ -95,7 +95,8 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
             Some(batch) = batches.recv() => assembler.add(batch, Instant::now()),
             _ = tick.tick() => {
                 for trace in assembler.finished(Instant::now()) {
-                    show(&config, &trace, forwarder.as_ref(), &mut out);
+                    let verdict = show(&config, &trace, forwarder.as_ref(), &mut out);
+                    assembler.record(&trace.id, verdict);
                 }
                 if let Some(exit) = running.hops.iter_mut().enumerate().find_map(|(index, hop)| {
                     hop.exited().map(|status| (index, status))
@@ -213,34 +214,41 @@ fn banner(config: &RunnerConfig, running: &Chain, receiver: &OtlpReceiver) -> St
 }
 
 /// Draws one finished trace (unless it is the runner's own load) and
-/// forwards it when kept.
+/// forwards it when kept; late spans of a trace go where the trace went.
 fn show(
     config: &RunnerConfig,
     trace: &Trace,
     forwarder: Option<&Forwarder>,
     out: &mut impl std::io::Write,
-) {
-    let (keep, note) = match &config.tail_sampling {
-        Some(policies) => {
-            let (keep, note) = policies.decide(trace);
-            (keep, Some(note))
+) -> Verdict {
+    let (verdict, note) = match trace.late {
+        Some(earlier) => (earlier, None),
+        None => {
+            let (kept, note) = match &config.tail_sampling {
+                Some(policies) => {
+                    let (keep, note) = policies.decide(trace);
+                    (keep, Some(note))
+                }
+                None => (true, None),
+            };
+            let shown = config.show_load || !is_load(trace);
+            (Verdict { shown, kept }, note)
         }
-        None => (true, None),
     };
-    if keep {
+    if verdict.kept {
         if let Some(forwarder) = forwarder {
             forwarder.send(trace.spans.clone());
         }
     }
-    if is_load(trace) && !config.show_load {
-        return;
+    if verdict.shown {
+        let _ = write!(
+            out,
+            "{}",
+            trace_view::render(trace, note.as_deref(), config.style)
+        );
+        let _ = out.flush();
     }
-    let _ = write!(
-        out,
-        "{}",
-        trace_view::render(trace, note.as_deref(), config.style)
-    );
-    let _ = out.flush();
+    verdict
 }
 
 /// A trace the runner's own load started.

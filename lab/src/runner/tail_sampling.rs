@@ -129,7 +129,7 @@ mod tests {
                     ..Span::default()
                 },
             }],
-            late: false,
+            late: None,
         }
     }
 

@@ -10,7 +10,7 @@
 //!   251.9 ms         █████████████████████████████████  │  └─ microservice-2 GET /
 //! ```
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -24,10 +24,11 @@ pub const TREE_COLUMN: usize = 2 + 9 + 2 + BAR_WIDTH + 2;
 /// Spans of traces that are not finished yet.
 pub struct Assembler {
     pending: HashMap<String, Pending>,
-    /// Traces drawn lately, oldest first: spans of theirs that come after
-    /// (a callee still working when its caller gave up) are drawn as late.
-    drawn: VecDeque<String>,
-    drawn_ids: HashSet<String>,
+    /// Traces finished lately, oldest first, with what became of them:
+    /// spans of theirs that come after (a callee still working when its
+    /// caller gave up) are a late part of that trace, and share its verdict.
+    finished: VecDeque<String>,
+    verdicts: HashMap<String, Verdict>,
     /// Quiet time after the root span before a trace counts as finished.
     settle: Duration,
     /// A trace whose root never comes is shown anyway after this long.
@@ -38,10 +39,17 @@ struct Pending {
     spans: Vec<ReceivedSpan>,
     first: Instant,
     last: Instant,
-    late: bool,
+    late: Option<Verdict>,
 }
 
-/// How many drawn traces are remembered for their late spans.
+/// What became of a finished trace: drawn in the terminal, kept (forwarded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub shown: bool,
+    pub kept: bool,
+}
+
+/// How many finished traces are remembered for their late spans.
 const REMEMBERED: usize = 1000;
 
 /// A finished trace.
@@ -49,8 +57,9 @@ const REMEMBERED: usize = 1000;
 pub struct Trace {
     pub id: String,
     pub spans: Vec<ReceivedSpan>,
-    /// Spans of a trace already drawn, which ended after it was.
-    pub late: bool,
+    /// Spans of a trace already finished, which ended after it was, with
+    /// that trace's verdict.
+    pub late: Option<Verdict>,
 }
 
 impl Trace {
@@ -75,8 +84,8 @@ impl Assembler {
     pub fn new(settle: Duration, give_up: Duration) -> Self {
         Self {
             pending: HashMap::new(),
-            drawn: VecDeque::new(),
-            drawn_ids: HashSet::new(),
+            finished: VecDeque::new(),
+            verdicts: HashMap::new(),
             settle,
             give_up,
         }
@@ -85,7 +94,7 @@ impl Assembler {
     pub fn add(&mut self, batch: Vec<ReceivedSpan>, now: Instant) {
         for span in batch {
             let id = span.trace_id();
-            let late = self.drawn_ids.contains(&id);
+            let late = self.verdicts.get(&id).copied();
             let pending = self.pending.entry(id).or_insert(Pending {
                 spans: Vec::new(),
                 first: now,
@@ -104,7 +113,7 @@ impl Assembler {
             .iter()
             .filter(|(_, p)| {
                 // Late spans have their root drawn already.
-                let rooted = p.late || p.spans.iter().any(|s| s.parent_id().is_empty());
+                let rooted = p.late.is_some() || p.spans.iter().any(|s| s.parent_id().is_empty());
                 (rooted && now.duration_since(p.last) >= self.settle)
                     || now.duration_since(p.first) >= self.give_up
             })
@@ -135,19 +144,17 @@ impl Assembler {
             })
             .collect();
         traces.sort_by_key(|(first, _)| *first);
-        for (_, trace) in &traces {
-            self.remember(&trace.id);
-        }
         traces.into_iter().map(|(_, trace)| trace).collect()
     }
 
-    fn remember(&mut self, id: &str) {
-        if self.drawn_ids.insert(id.to_string()) {
-            self.drawn.push_back(id.to_string());
+    /// What became of the finished trace `id`: its late spans get the same.
+    pub fn record(&mut self, id: &str, verdict: Verdict) {
+        if self.verdicts.insert(id.to_string(), verdict).is_none() {
+            self.finished.push_back(id.to_string());
         }
-        while self.drawn.len() > REMEMBERED {
-            if let Some(oldest) = self.drawn.pop_front() {
-                self.drawn_ids.remove(&oldest);
+        while self.finished.len() > REMEMBERED {
+            if let Some(oldest) = self.finished.pop_front() {
+                self.verdicts.remove(&oldest);
             }
         }
     }
@@ -188,7 +195,7 @@ pub fn render(trace: &Trace, note: Option<&str>, style: Style) -> String {
     if trace.has_error() {
         header.push_str(" · ERROR");
     }
-    if trace.late {
+    if trace.late.is_some() {
         header.push_str(" · late: these ended after the trace was drawn above");
     } else if trace.root().is_none() {
         header.push_str(" · its root span never arrived");
@@ -248,7 +255,7 @@ pub fn render(trace: &Trace, note: Option<&str>, style: Style) -> String {
             span.name()
         );
         if !span.parent_id().is_empty() && !ids.contains(&span.parent_id()) {
-            let whereabouts = if trace.late {
+            let whereabouts = if trace.late.is_some() {
                 "drawn above"
             } else {
                 "not in this trace"
@@ -365,7 +372,7 @@ mod tests {
                 span("a", "simulated work", 2, Some(1), 0, 50),
                 span("a", "GET", 3, Some(1), 50, 95),
             ],
-            late: false,
+            late: None,
         }
     }
 
@@ -425,7 +432,13 @@ mod tests {
         let mut spans = trace().spans;
         let callee = spans.remove(0);
         assembler.add(spans, t0);
-        assert_eq!(assembler.finished(t0 + Duration::from_secs(1)).len(), 1);
+        let first = assembler.finished(t0 + Duration::from_secs(1));
+        assert_eq!(first.len(), 1);
+        let verdict = Verdict {
+            shown: false,
+            kept: true,
+        };
+        assembler.record(&first[0].id, verdict);
 
         // The callee's span comes when its caller has long given up.
         let later = t0 + Duration::from_secs(2);
@@ -437,7 +450,7 @@ mod tests {
             1,
             "drawn once settled, without waiting for a root"
         );
-        assert!(done[0].late);
+        assert_eq!(done[0].late, Some(verdict), "the trace's own verdict");
         let text = render(&done[0], None, Style::Plain);
         assert!(
             text.contains("late: these ended after the trace was drawn above"),
