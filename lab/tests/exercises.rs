@@ -2,6 +2,9 @@
 //! chain of `exercises/<name>.json` started as processes (on free ports),
 //! real requests, an in-process OTLP receiver.
 
+// Tests fail loudly: an unwrap here is an assertion.
+#![allow(clippy::unwrap_used)]
+
 mod runner_harness;
 
 use std::collections::{HashMap, HashSet};

@@ -1,6 +1,9 @@
 //! The lab runner as a user starts it: the real `lab` binary, real hop
 //! processes on free ports, real requests; what it prints is read back.
 
+// Tests fail loudly: an unwrap here is an assertion.
+#![allow(clippy::unwrap_used)]
+
 mod runner_harness;
 
 use std::time::Duration;

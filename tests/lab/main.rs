@@ -1,6 +1,9 @@
 //! Integration tests: real instances of the binary on port 0, a real OTLP
 //! receiver, real HTTP.
 
+// Tests fail loudly: an unwrap here is an assertion.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 mod bench;
