@@ -12,14 +12,11 @@ use poem::web::Data;
 use poem::{Request, Response, handler};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::downstream::{Answer, CallOutcome, FailureKind, Format, HOPS_HEADER, PART_HEADER};
-use crate::hop::{CallReport, HopReport, millis};
-use crate::startup::AppState;
+use crate::contract::{self, CallReport, Format, HOPS_HEADER, HopReport, PART_HEADER, millis};
+use crate::downstream::{CallOutcome, FailureKind};
+use crate::state::AppState;
 use crate::telemetry::FailureReason;
 use crate::templates::{self, PAGE, PART};
-
-/// Foreign answers are shown as text, up to this many characters.
-const FOREIGN_TEXT_LIMIT: usize = 2_000;
 
 /// Why this hop does not answer 200.
 #[derive(Debug, Clone)]
@@ -49,9 +46,7 @@ impl Visit {
 pub async fn chain(request: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
     let started = Instant::now();
     // A request from outside the chain carries no hop count: it gets the whole page.
-    let hops_passed = request
-        .header(HOPS_HEADER)
-        .map(|value| value.trim().parse::<u32>().unwrap_or(0));
+    let hops_passed = contract::hops_passed(request.header(HOPS_HEADER));
     let is_entry = hops_passed.is_none();
     let hops_passed = hops_passed.unwrap_or(0);
     let format = Format::from_accept(request.header(ACCEPT));
@@ -203,10 +198,7 @@ fn report(state: &AppState, visit: &Visit) -> HopReport {
                 status: call.status.map(|s| s.as_u16()),
                 error: call.failure.as_ref().map(|f| f.message.clone()),
                 duration_ms: millis(call.duration),
-                hop: match &call.answer {
-                    Answer::Report(report) => Some(report.clone()),
-                    _ => None,
-                },
+                hop: call.answer.report().cloned().map(Box::new),
             })
             .collect(),
     }
@@ -239,15 +231,11 @@ fn hop_view(state: &AppState, visit: &Visit) -> Value {
 }
 
 fn call_view(call: &CallOutcome) -> Value {
-    let (part, text) = match &call.answer {
-        // Rendered and escaped by the next hop of the chain.
-        Answer::Part(html) => (Some(Value::from_safe_string(html.clone())), None),
-        Answer::Foreign(text) => (
-            None,
-            Some(text.chars().take(FOREIGN_TEXT_LIMIT).collect::<String>()),
-        ),
-        Answer::Report(_) | Answer::Nothing => (None, None),
-    };
+    // Trusted as HTML: see contract::Answer for what that means and why.
+    let part = call
+        .answer
+        .part()
+        .map(|html| Value::from_safe_string(html.to_string()));
     context! {
         url => call.url.as_str(),
         method => call.method.as_str(),
@@ -255,6 +243,6 @@ fn call_view(call: &CallOutcome) -> Value {
         error => call.failure.as_ref().map(|f| f.message.clone()),
         duration_ms => format!("{:.1}", millis(call.duration)),
         part,
-        text,
+        text => call.answer.foreign_text(),
     }
 }
