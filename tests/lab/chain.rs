@@ -91,6 +91,30 @@ async fn three_hops_answer_as_json_when_asked() {
 }
 
 #[tokio::test]
+async fn accept_q_values_choose_the_format() {
+    let receiver = grpc_receiver();
+    let instance = Instance::spawn(binary(), &common(&receiver)).await.unwrap();
+
+    for (accept, content_type) in [
+        (
+            "application/json;q=0.5, text/html",
+            "text/html; charset=utf-8",
+        ),
+        ("text/html;q=0.5, application/json", "application/json"),
+        ("text/html;q=0, */*", "application/json"),
+        ("application/json;q=0", "text/html; charset=utf-8"),
+        ("text/html, application/json", "application/json"),
+    ] {
+        let answer = get(instance.url(), &[("accept", accept)]).await;
+        assert_eq!(answer.status, 200, "Accept: {accept}");
+        assert_eq!(
+            answer.headers["content-type"], content_type,
+            "Accept: {accept}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_incoming_traceparent_is_continued() {
     let receiver = grpc_receiver();
     let chain = three_hops(&receiver).await;
