@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use http::Extensions;
-use reqwest::header::{ACCEPT, HeaderValue};
+use reqwest::header::{ACCEPT, HeaderValue, USER_AGENT};
 use reqwest::{Method, Request, Response, StatusCode};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Extension, Middleware, Next};
 use reqwest_retry::policies::ExponentialBackoff;
@@ -69,7 +69,6 @@ impl Downstream {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(settings.call_timeout())
-            .user_agent(CALLER)
             // The next hop is configured, never a proxy's business.
             .no_proxy()
             .build()?;
@@ -135,6 +134,9 @@ impl Downstream {
             .client
             .request(self.method.clone(), url.clone())
             .header(HOPS_HEADER, hops)
+            // On the request itself, not as the client's default: the CLIENT
+            // span reads it before reqwest would add a default.
+            .header(USER_AGENT, HeaderValue::from_static(CALLER))
             .header(ACCEPT, HeaderValue::from_static(format.content_type()))
             .send()
             .await;
