@@ -24,6 +24,8 @@ struct Failure {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    /// The call whose failure this is, by index; `None` for this hop's own.
+    call: Option<usize>,
 }
 
 /// Everything this request did, before it is rendered.
@@ -68,6 +70,7 @@ pub async fn chain(request: &Request, Data(state): Data<&Arc<AppState>>) -> Resp
                 "refused: this request already passed {hops_passed} hops (MAX_HOPS={}); is the chain a loop?",
                 state.max_hops
             ),
+            call: None,
         });
     } else {
         visit.delay = state.work.run().await;
@@ -104,6 +107,7 @@ pub async fn chain(request: &Request, Data(state): Data<&Arc<AppState>>) -> Resp
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 kind: "template_error",
                 message: format!("cannot render this hop's part: {error}"),
+                call: None,
             };
             let text = format!("{}: {}\n", state.service, failure.message);
             answer(
@@ -152,19 +156,26 @@ fn current_ids() -> (String, String) {
 
 /// A timed-out call makes this hop 504, any other failed call 502.
 fn downstream_failure(calls: &[CallOutcome]) -> Option<Failure> {
-    let failures = || calls.iter().filter_map(|call| call.failure.as_ref());
+    let failures = || {
+        calls
+            .iter()
+            .enumerate()
+            .filter_map(|(index, call)| Some((index, call.failure.as_ref()?)))
+    };
     let first = failures().next()?;
-    let timed_out = failures().find(|f| f.kind == FailureKind::Timeout);
+    let timed_out = failures().find(|(_, f)| f.kind == FailureKind::Timeout);
     Some(match timed_out {
-        Some(failure) => Failure {
+        Some((index, failure)) => Failure {
             status: StatusCode::GATEWAY_TIMEOUT,
             kind: "downstream_timeout",
             message: failure.message.clone(),
+            call: Some(index),
         },
         None => Failure {
             status: StatusCode::BAD_GATEWAY,
             kind: "downstream_failed",
-            message: first.message.clone(),
+            message: first.1.message.clone(),
+            call: Some(first.0),
         },
     })
 }
@@ -175,6 +186,7 @@ fn injected_failure(state: &AppState) -> Option<Failure> {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         kind: "injected_failure",
         message: format!("injected failure (ERROR_RATE={})", state.error_rate),
+        call: None,
     })
 }
 
@@ -212,13 +224,25 @@ fn hop_view(state: &AppState, visit: &Visit) -> Value {
         .filter(|_| !visit.trace_id.is_empty())
         .map(|link| link.replace("{trace_id}", &visit.trace_id));
     let status = visit.status();
+    // A failed call shown as a box of its own says why there; the hop says
+    // it only when the call's answer is the next hop's part.
+    let error = visit
+        .failure
+        .as_ref()
+        .filter(|failure| {
+            failure
+                .call
+                .and_then(|index| visit.calls.get(index))
+                .is_none_or(|call| call.answer.part().is_some())
+        })
+        .map(|failure| failure.message.clone());
     context! {
         service => &state.service,
         title => &state.title,
         status => status.as_u16(),
         reason => status.canonical_reason(),
         ok => status.is_success(),
-        error => visit.failure.as_ref().map(|f| f.message.clone()),
+        error,
         response_time_ms => state.work.response_time_ms,
         jitter_ms => state.work.jitter_ms,
         delay_ms => visit.delay.as_millis() as u64,
