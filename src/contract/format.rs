@@ -1,6 +1,8 @@
 //! HTML or JSON: chosen by the entry hop from `Accept`, then asked for on
 //! every call down the chain.
 
+use http::HeaderMap;
+use http::header::ACCEPT;
 use mime::Mime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +30,27 @@ impl Format {
             (Some((html, _)), Some((json, _))) if json > html => Format::Json,
             (Some((html, _)), Some((json, Specificity::Exact))) if json == html => Format::Json,
             _ => Format::Html,
+        }
+    }
+
+    /// The format the request's `Accept` header lines prefer, read as one
+    /// list (RFC 9110, 5.3); lines that are not text are left out.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let mut lines = headers
+            .get_all(ACCEPT)
+            .iter()
+            .filter_map(|line| line.to_str().ok());
+        match (lines.next(), lines.next()) {
+            (first, None) => Format::from_accept(first),
+            (Some(first), Some(second)) => {
+                let mut all = format!("{first},{second}");
+                for line in lines {
+                    all.push(',');
+                    all.push_str(line);
+                }
+                Format::from_accept(Some(&all))
+            }
+            (None, Some(_)) => Format::Html,
         }
     }
 
@@ -203,6 +226,18 @@ mod tests {
         );
         assert_eq!(chosen("nonsense, application/json"), Format::Json);
         assert_eq!(chosen(",,application/json,"), Format::Json);
+    }
+
+    #[test]
+    fn several_accept_lines_are_one_list() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(Format::from_headers(&headers), Format::Html);
+        headers.append(ACCEPT, "application/json;q=0.5".parse().unwrap());
+        assert_eq!(Format::from_headers(&headers), Format::Json);
+        headers.append(ACCEPT, "text/html".parse().unwrap());
+        assert_eq!(Format::from_headers(&headers), Format::Html);
+        headers.append(ACCEPT, "text/*;q=0.1".parse().unwrap());
+        assert_eq!(Format::from_headers(&headers), Format::Html);
     }
 
     #[test]

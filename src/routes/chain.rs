@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use minijinja::{Value, context};
 use opentelemetry::trace::TraceContextExt as _;
 use poem::http::StatusCode;
-use poem::http::header::ACCEPT;
 use poem::web::Data;
 use poem::{Request, Response, handler};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -51,7 +50,7 @@ pub async fn chain(request: &Request, Data(state): Data<&Arc<AppState>>) -> Resp
     let hops_passed = contract::hops_passed(request.header(HOPS_HEADER));
     let is_entry = hops_passed.is_none();
     let hops_passed = hops_passed.unwrap_or(0);
-    let format = Format::from_accept(request.header(ACCEPT));
+    let format = Format::from_headers(request.headers());
     let (trace_id, span_id) = current_ids();
 
     let mut visit = Visit {
