@@ -16,3 +16,6 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod templates;
+
+#[cfg(test)]
+mod layering;
