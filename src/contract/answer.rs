@@ -1,15 +1,17 @@
 //! How a caller reads what a next hop sent back.
 //!
-//! What is trusted, and why: a body is inserted into this hop's page as HTML
-//! only when it answers a call to a URL of EXTERNAL_CALL_URL and carries
-//! `x-chain-part`. That URL is set by whoever runs this hop, like the rest
-//! of its configuration, and a hop of the chain renders its part from its
-//! own templates, escaping every value it shows (minijinja's HTML
-//! auto-escaping). The header is a marker, not a proof: it keeps error
-//! pages and other sites a URL may point at out of the page, but whoever
-//! runs the next hop (or controls the network to it) decides what that part
-//! holds, as its templates do. Everything else is shown as escaped text, and
-//! a JSON report is only ever read as data.
+//! What is trusted, and why. In an HTML request, a body is inserted into
+//! this hop's page as it is, neither checked nor cleaned, when it answers a
+//! call to a URL of EXTERNAL_CALL_URL and carries `x-chain-part`, whatever
+//! its status (a failing hop's part shows why it failed). That URL is set
+//! by whoever runs this hop, like the rest of its configuration, and a hop
+//! of the chain renders its part from its own templates, which escape every
+//! value they show (minijinja escapes `.html` templates). The header is a
+//! marker, not a proof: it keeps error pages and other sites a URL may
+//! point at out of the page, but whoever runs the next hop, or controls the
+//! network to it, decides what its part holds, as its templates do, and a
+//! part that is not well-formed breaks the page around it. Any other answer
+//! is shown as escaped text, and a JSON report is only ever read as data.
 
 use super::format::Format;
 use super::report::HopReport;
