@@ -38,7 +38,7 @@ pub struct Settings {
     pub http_host: String,
 
     /// Port to listen on; 0 picks a free port (logged at start-up).
-    #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
+    #[arg(long, env = "HTTP_PORT", default_value_t = 8080, value_parser = parse_port, allow_negative_numbers = true)]
     pub http_port: u16,
 
     /// The service.name of this hop's spans.
@@ -50,11 +50,11 @@ pub struct Settings {
     pub title: Option<String>,
 
     /// Simulated work before calling the next hop, in milliseconds.
-    #[arg(long, env = "RESPONSE_TIME", default_value_t = 0)]
+    #[arg(long, env = "RESPONSE_TIME", default_value_t = 0, value_parser = parse_millis, allow_negative_numbers = true)]
     pub response_time: u64,
 
     /// Uniform jitter around RESPONSE_TIME, ± milliseconds.
-    #[arg(long, env = "RESPONSE_TIME_JITTER", default_value_t = 0)]
+    #[arg(long, env = "RESPONSE_TIME_JITTER", default_value_t = 0, value_parser = parse_millis, allow_negative_numbers = true)]
     pub response_time_jitter: u64,
 
     /// Next hop(s): http URLs, comma-separated for fan-out.
@@ -70,13 +70,13 @@ pub struct Settings {
     pub external_call_method: CallMethod,
 
     /// Timeout of each call to a next hop, in milliseconds.
-    #[arg(long, env = "EXTERNAL_CALL_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "EXTERNAL_CALL_TIMEOUT", default_value_t = 10_000, value_parser = parse_timeout, allow_negative_numbers = true)]
     pub external_call_timeout: u64,
 
     /// Retries of a call to a next hop that failed in a way worth retrying (no
     /// answer, a timeout, 5xx but 508, 408, 429), each with a CLIENT span of
     /// its own; 0–10.
-    #[arg(long, env = "EXTERNAL_CALL_RETRIES", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
+    #[arg(long, env = "EXTERNAL_CALL_RETRIES", default_value_t = 0, value_parser = parse_retries, allow_negative_numbers = true)]
     pub external_call_retries: u32,
 
     /// Whether calls to the next hop(s) carry the trace context (W3C
@@ -90,11 +90,11 @@ pub struct Settings {
     pub baggage: BaggageEntries,
 
     /// Share of requests that fail on purpose (500) after doing their work, 0.0–1.0.
-    #[arg(long, env = "ERROR_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    #[arg(long, env = "ERROR_RATE", default_value_t = 0.0, value_parser = parse_rate, allow_negative_numbers = true)]
     pub error_rate: f64,
 
     /// Refuse (508) a request that has already passed this many hops.
-    #[arg(long, env = "MAX_HOPS", default_value_t = 16)]
+    #[arg(long, env = "MAX_HOPS", default_value_t = 16, value_parser = parse_max_hops, allow_negative_numbers = true)]
     pub max_hops: u32,
 
     /// Directory holding page.html and part.html.
@@ -134,7 +134,7 @@ pub struct Settings {
     pub traces_sampler: Option<SamplerKind>,
 
     /// Ratio for the traceidratio samplers, 0.0–1.0.
-    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", value_parser = parse_rate)]
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", value_parser = parse_rate, allow_negative_numbers = true)]
     pub traces_sampler_arg: Option<f64>,
 }
 
@@ -217,19 +217,21 @@ pub enum Invocation {
 }
 
 impl Settings {
-    /// Parses flags and environment. Value errors name the variable.
+    /// Parses flags and environment. A value error names the flag when
+    /// the value came from one, else the variable.
     pub fn parse_from<I, T>(args: I) -> Result<Invocation, ConfigError>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
         let mut command = Settings::command();
-        let matches = match command.try_get_matches_from_mut(args) {
+        let matches = match command.try_get_matches_from_mut(&args) {
             Ok(matches) => matches,
-            Err(error) => return help_or_error(&command, error),
+            Err(error) => return help_or_error(&command, &args, error),
         };
         let settings = Settings::from_arg_matches(&matches)
-            .map_err(|error| describe_clap_error(&command, error))?;
+            .map_err(|error| describe_clap_error(&command, &args, error))?;
         settings.check_combinations()?;
         Ok(Invocation::Run(Box::new(settings)))
     }
@@ -265,17 +267,26 @@ impl Settings {
     }
 }
 
-fn help_or_error(command: &clap::Command, error: clap::Error) -> Result<Invocation, ConfigError> {
+fn help_or_error(
+    command: &clap::Command,
+    args: &[OsString],
+    error: clap::Error,
+) -> Result<Invocation, ConfigError> {
     match error.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             Ok(Invocation::Print(error.render().to_string()))
         }
-        _ => Err(describe_clap_error(command, error)),
+        _ => Err(describe_clap_error(command, args, error)),
     }
 }
 
-/// Turns clap's multi-line message into `VARIABLE="value": reason`.
-fn describe_clap_error(command: &clap::Command, error: clap::Error) -> ConfigError {
+/// Turns clap's multi-line message into `VARIABLE="value": reason`, or
+/// `--flag="value": reason` when the value was given as that flag.
+fn describe_clap_error(
+    command: &clap::Command,
+    args: &[OsString],
+    error: clap::Error,
+) -> ConfigError {
     let flag = match error.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(flag)) => flag.clone(),
         _ => String::new(),
@@ -284,17 +295,32 @@ fn describe_clap_error(command: &clap::Command, error: clap::Error) -> ConfigErr
         Some(ContextValue::String(value)) => value.clone(),
         _ => String::new(),
     };
+    let long = flag.split_whitespace().next().unwrap_or_default();
+    let typed = args.iter().skip(1).any(|arg| {
+        arg.to_str().is_some_and(|arg| {
+            arg == long
+                || arg
+                    .strip_prefix(long)
+                    .is_some_and(|rest| rest.starts_with('='))
+        })
+    });
     let variable = command
         .get_arguments()
-        .find(|arg| {
-            arg.get_long()
-                .is_some_and(|long| flag.split_whitespace().next() == Some(&format!("--{long}")))
-        })
+        .find(|arg| arg.get_long().is_some_and(|l| long == format!("--{l}")))
         .and_then(|arg| arg.get_env())
+        .filter(|_| !typed)
         .map(|env| env.to_string_lossy().into_owned())
-        .unwrap_or(flag);
+        .unwrap_or_else(|| {
+            if long.is_empty() {
+                flag.clone()
+            } else {
+                long.to_string()
+            }
+        });
     let reason = match (error.kind(), error.get(ContextKind::ValidValue)) {
-        (_, Some(ContextValue::Strings(valid))) => format!("expected one of {}", valid.join(", ")),
+        (_, Some(ContextValue::Strings(valid))) if !valid.is_empty() => {
+            format!("expected one of {}", valid.join(", "))
+        }
         _ => std::error::Error::source(&error)
             .map(ToString::to_string)
             .unwrap_or_else(|| first_line(&error.render().to_string())),
@@ -320,15 +346,57 @@ fn non_empty(value: &str) -> Result<String, String> {
 }
 
 fn parse_rate(value: &str) -> Result<f64, String> {
-    let rate: f64 = value
-        .trim()
-        .parse()
-        .map_err(|_| "expected a number between 0.0 and 1.0".to_string())?;
-    if (0.0..=1.0).contains(&rate) {
-        Ok(rate)
-    } else {
-        Err("must be between 0.0 and 1.0".into())
+    match value.trim().parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err("must be a number from 0.0 to 1.0".into()),
     }
+}
+
+/// A whole number from `min` to `max`; `unit` says what it counts.
+/// Whatever is wrong with the value (a sign, a fraction, a word, too many
+/// digits), the message says what is allowed.
+fn whole(value: &str, unit: &str, min: u64, max: u64) -> Result<u64, String> {
+    let counted = if unit.is_empty() {
+        "a whole number".to_string()
+    } else {
+        format!("a whole number of {unit}")
+    };
+    let allowed = if max >= u64::from(u32::MAX) {
+        format!("must be {counted}, {min} or more")
+    } else {
+        format!("must be {counted} from {min} to {max}")
+    };
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(allowed);
+    }
+    match value.parse::<u64>() {
+        Ok(number) if (min..=max).contains(&number) => Ok(number),
+        Ok(number) if number < min || max < u64::from(u32::MAX) => Err(allowed),
+        _ => Err(format!("{allowed}, at most {max}")),
+    }
+}
+
+fn parse_millis(value: &str) -> Result<u64, String> {
+    whole(value, "milliseconds", 0, u64::MAX)
+}
+
+fn parse_timeout(value: &str) -> Result<u64, String> {
+    whole(value, "milliseconds", 1, u64::MAX)
+}
+
+fn parse_retries(value: &str) -> Result<u32, String> {
+    whole(value, "", 0, 10).map(|n| n as u32)
+}
+
+fn parse_max_hops(value: &str) -> Result<u32, String> {
+    whole(value, "hops", 0, u64::from(u32::MAX)).map(|n| n as u32)
+}
+
+fn parse_port(value: &str) -> Result<u16, String> {
+    whole(value, "", 0, u64::from(u16::MAX))
+        .map(|n| n as u16)
+        .map_err(|reason| format!("{reason} (0 picks a free port)"))
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use http::Extensions;
-use reqwest::header::{ACCEPT, HeaderValue};
+use reqwest::header::{ACCEPT, HeaderValue, USER_AGENT};
 use reqwest::{Method, Request, Response, StatusCode};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Extension, Middleware, Next};
 use reqwest_retry::policies::ExponentialBackoff;
@@ -21,12 +21,7 @@ use reqwest_tracing::{
 use url::Url;
 
 use crate::configuration::{CallMethod, CallMode, Propagation, Settings};
-use crate::hop::HopReport;
-
-/// How many hops a request has passed; absent on a request from outside the chain.
-pub const HOPS_HEADER: &str = "x-chain-hops";
-/// Marks an answer as a part rendered by a hop of the chain (value: its service name).
-pub const PART_HEADER: &str = "x-chain-part";
+use crate::contract::{Answer, Format, HOPS_HEADER, PART_HEADER, USER_AGENT as CALLER};
 
 /// A next hop's answer beyond this is cut off: a misconfigured URL must not
 /// make this hop buffer a whole website.
@@ -36,29 +31,6 @@ const MAX_ANSWER_BYTES: usize = 4 << 20;
 /// retried call stays readable in one waterfall.
 const RETRY_BACKOFF_FIRST: Duration = Duration::from_millis(10);
 const RETRY_BACKOFF_LAST: Duration = Duration::from_millis(100);
-
-/// What the chain answers with, chosen by the entry hop's `Accept` and passed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Html,
-    Json,
-}
-
-impl Format {
-    pub fn from_accept(accept: Option<&str>) -> Self {
-        match accept {
-            Some(accept) if accept.contains("application/json") => Format::Json,
-            _ => Format::Html,
-        }
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Html => "text/html; charset=utf-8",
-            Format::Json => "application/json",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
@@ -73,18 +45,6 @@ pub struct CallFailure {
     pub kind: FailureKind,
     /// Names the URL and the reason.
     pub message: String,
-}
-
-/// What the next hop sent back.
-#[derive(Debug, Clone)]
-pub enum Answer {
-    /// An HTML part rendered by a hop of the chain.
-    Part(String),
-    /// A hop's JSON report.
-    Report(Box<HopReport>),
-    /// Something that is not from a hop of the chain, shown as text.
-    Foreign(String),
-    Nothing,
 }
 
 #[derive(Debug, Clone)]
@@ -109,7 +69,6 @@ impl Downstream {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(settings.call_timeout())
-            .user_agent(concat!("microservice/", env!("CARGO_PKG_VERSION")))
             // The next hop is configured, never a proxy's business.
             .no_proxy()
             .build()?;
@@ -175,6 +134,9 @@ impl Downstream {
             .client
             .request(self.method.clone(), url.clone())
             .header(HOPS_HEADER, hops)
+            // On the request itself, not as the client's default: the CLIENT
+            // span reads it before reqwest would add a default.
+            .header(USER_AGENT, HeaderValue::from_static(CALLER))
             .header(ACCEPT, HeaderValue::from_static(format.content_type()))
             .send()
             .await;
@@ -193,7 +155,7 @@ impl Downstream {
         outcome.duration = started.elapsed();
         match result {
             Ok((status, from_chain, body)) => {
-                outcome.answer = interpret(format, from_chain, body);
+                outcome.answer = Answer::read(format, from_chain, body);
                 if !status.is_success() {
                     outcome.failure = Some(CallFailure {
                         kind: FailureKind::BadGateway,
@@ -342,18 +304,6 @@ enum AnswerError {
     TooLarge,
 }
 
-fn interpret(format: Format, from_chain: bool, body: String) -> Answer {
-    match (from_chain, format) {
-        (_, _) if body.is_empty() => Answer::Nothing,
-        (true, Format::Html) => Answer::Part(body),
-        (true, Format::Json) => match serde_json::from_str::<HopReport>(&body) {
-            Ok(report) => Answer::Report(Box::new(report)),
-            Err(_) => Answer::Foreign(body),
-        },
-        (false, _) => Answer::Foreign(body),
-    }
-}
-
 fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
     chain(error).into_iter().any(|error| {
         error
@@ -384,28 +334,5 @@ fn error_without_url(error: &reqwest::Error) -> String {
     match error.url() {
         Some(url) => text.replace(&format!(" for url ({url})"), ""),
         None => text,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_is_chosen_only_when_asked_for() {
-        assert_eq!(Format::from_accept(None), Format::Html);
-        assert_eq!(
-            Format::from_accept(Some("text/html,*/*;q=0.8")),
-            Format::Html
-        );
-        assert_eq!(Format::from_accept(Some("application/json")), Format::Json);
-    }
-
-    #[test]
-    fn answers_from_outside_the_chain_are_never_trusted_as_html() {
-        let answer = interpret(Format::Html, false, "<script>x</script>".into());
-        assert!(matches!(answer, Answer::Foreign(_)));
-        let answer = interpret(Format::Html, true, "<section></section>".into());
-        assert!(matches!(answer, Answer::Part(_)));
     }
 }

@@ -6,51 +6,12 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use poem::Server;
-use poem::http::HeaderValue;
 use poem::listener::{Acceptor as _, AcceptorExt as _, BoxAcceptor, Listener as _, TcpListener};
 
 use crate::configuration::{ConfigError, Settings};
-use crate::delay::SimulatedWork;
-use crate::downstream::Downstream;
+use crate::state::AppState;
 use crate::templates::Templates;
 use crate::{routes, shutdown, telemetry};
-
-/// What every request handler shares.
-pub struct AppState {
-    pub service: String,
-    pub title: String,
-    pub work: SimulatedWork,
-    pub downstream: Downstream,
-    pub templates: Templates,
-    pub error_rate: f64,
-    pub max_hops: u32,
-    pub trace_link: Option<String>,
-    /// BAGGAGE: entries this hop adds to the baggage it passes on.
-    pub baggage: Arc<[(String, String)]>,
-    /// Marks answers as parts of the chain; the value names this hop.
-    pub part_header: HeaderValue,
-}
-
-impl AppState {
-    pub fn new(settings: &Settings, templates: Templates) -> anyhow::Result<Self> {
-        Ok(Self {
-            service: settings.service_name.clone(),
-            title: settings.title().to_string(),
-            work: SimulatedWork {
-                response_time_ms: settings.response_time,
-                jitter_ms: settings.response_time_jitter,
-            },
-            downstream: Downstream::new(settings).context("cannot build the HTTP client")?,
-            templates,
-            error_rate: settings.error_rate,
-            max_hops: settings.max_hops,
-            trace_link: settings.trace_link.clone(),
-            baggage: settings.baggage.0.clone().into(),
-            part_header: HeaderValue::from_str(&settings.service_name)
-                .unwrap_or_else(|_| HeaderValue::from_static("microservice")),
-        })
-    }
-}
 
 /// Why the service did not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -7,19 +7,15 @@ use std::time::{Duration, Instant};
 use minijinja::{Value, context};
 use opentelemetry::trace::TraceContextExt as _;
 use poem::http::StatusCode;
-use poem::http::header::ACCEPT;
 use poem::web::Data;
 use poem::{Request, Response, handler};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::downstream::{Answer, CallOutcome, FailureKind, Format, HOPS_HEADER, PART_HEADER};
-use crate::hop::{CallReport, HopReport, millis};
-use crate::startup::AppState;
+use crate::contract::{self, CallReport, Format, HOPS_HEADER, HopReport, PART_HEADER, millis};
+use crate::downstream::{CallOutcome, FailureKind};
+use crate::state::AppState;
 use crate::telemetry::FailureReason;
 use crate::templates::{self, PAGE, PART};
-
-/// Foreign answers are shown as text, up to this many characters.
-const FOREIGN_TEXT_LIMIT: usize = 2_000;
 
 /// Why this hop does not answer 200.
 #[derive(Debug, Clone)]
@@ -27,6 +23,8 @@ struct Failure {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    /// The call whose failure this is, by index; `None` for this hop's own.
+    call: Option<usize>,
 }
 
 /// Everything this request did, before it is rendered.
@@ -49,12 +47,10 @@ impl Visit {
 pub async fn chain(request: &Request, Data(state): Data<&Arc<AppState>>) -> Response {
     let started = Instant::now();
     // A request from outside the chain carries no hop count: it gets the whole page.
-    let hops_passed = request
-        .header(HOPS_HEADER)
-        .map(|value| value.trim().parse::<u32>().unwrap_or(0));
+    let hops_passed = contract::hops_passed(request.header(HOPS_HEADER));
     let is_entry = hops_passed.is_none();
     let hops_passed = hops_passed.unwrap_or(0);
-    let format = Format::from_accept(request.header(ACCEPT));
+    let format = Format::from_headers(request.headers());
     let (trace_id, span_id) = current_ids();
 
     let mut visit = Visit {
@@ -73,6 +69,7 @@ pub async fn chain(request: &Request, Data(state): Data<&Arc<AppState>>) -> Resp
                 "refused: this request already passed {hops_passed} hops (MAX_HOPS={}); is the chain a loop?",
                 state.max_hops
             ),
+            call: None,
         });
     } else {
         visit.delay = state.work.run().await;
@@ -109,6 +106,7 @@ pub async fn chain(request: &Request, Data(state): Data<&Arc<AppState>>) -> Resp
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 kind: "template_error",
                 message: format!("cannot render this hop's part: {error}"),
+                call: None,
             };
             let text = format!("{}: {}\n", state.service, failure.message);
             answer(
@@ -157,19 +155,26 @@ fn current_ids() -> (String, String) {
 
 /// A timed-out call makes this hop 504, any other failed call 502.
 fn downstream_failure(calls: &[CallOutcome]) -> Option<Failure> {
-    let failures = || calls.iter().filter_map(|call| call.failure.as_ref());
+    let failures = || {
+        calls
+            .iter()
+            .enumerate()
+            .filter_map(|(index, call)| Some((index, call.failure.as_ref()?)))
+    };
     let first = failures().next()?;
-    let timed_out = failures().find(|f| f.kind == FailureKind::Timeout);
+    let timed_out = failures().find(|(_, f)| f.kind == FailureKind::Timeout);
     Some(match timed_out {
-        Some(failure) => Failure {
+        Some((index, failure)) => Failure {
             status: StatusCode::GATEWAY_TIMEOUT,
             kind: "downstream_timeout",
             message: failure.message.clone(),
+            call: Some(index),
         },
         None => Failure {
             status: StatusCode::BAD_GATEWAY,
             kind: "downstream_failed",
-            message: first.message.clone(),
+            message: first.1.message.clone(),
+            call: Some(first.0),
         },
     })
 }
@@ -180,6 +185,7 @@ fn injected_failure(state: &AppState) -> Option<Failure> {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         kind: "injected_failure",
         message: format!("injected failure (ERROR_RATE={})", state.error_rate),
+        call: None,
     })
 }
 
@@ -203,10 +209,7 @@ fn report(state: &AppState, visit: &Visit) -> HopReport {
                 status: call.status.map(|s| s.as_u16()),
                 error: call.failure.as_ref().map(|f| f.message.clone()),
                 duration_ms: millis(call.duration),
-                hop: match &call.answer {
-                    Answer::Report(report) => Some(report.clone()),
-                    _ => None,
-                },
+                hop: call.answer.report().cloned().map(Box::new),
             })
             .collect(),
     }
@@ -220,13 +223,25 @@ fn hop_view(state: &AppState, visit: &Visit) -> Value {
         .filter(|_| !visit.trace_id.is_empty())
         .map(|link| link.replace("{trace_id}", &visit.trace_id));
     let status = visit.status();
+    // A failed call shown as a box of its own says why there; the hop says
+    // it only when the call's answer is the next hop's part.
+    let error = visit
+        .failure
+        .as_ref()
+        .filter(|failure| {
+            failure
+                .call
+                .and_then(|index| visit.calls.get(index))
+                .is_none_or(|call| call.answer.part().is_some())
+        })
+        .map(|failure| failure.message.clone());
     context! {
         service => &state.service,
         title => &state.title,
         status => status.as_u16(),
         reason => status.canonical_reason(),
         ok => status.is_success(),
-        error => visit.failure.as_ref().map(|f| f.message.clone()),
+        error,
         response_time_ms => state.work.response_time_ms,
         jitter_ms => state.work.jitter_ms,
         delay_ms => visit.delay.as_millis() as u64,
@@ -239,15 +254,11 @@ fn hop_view(state: &AppState, visit: &Visit) -> Value {
 }
 
 fn call_view(call: &CallOutcome) -> Value {
-    let (part, text) = match &call.answer {
-        // Rendered and escaped by the next hop of the chain.
-        Answer::Part(html) => (Some(Value::from_safe_string(html.clone())), None),
-        Answer::Foreign(text) => (
-            None,
-            Some(text.chars().take(FOREIGN_TEXT_LIMIT).collect::<String>()),
-        ),
-        Answer::Report(_) | Answer::Nothing => (None, None),
-    };
+    // Trusted as HTML: see contract::Answer for what that means and why.
+    let part = call
+        .answer
+        .part()
+        .map(|html| Value::from_safe_string(html.to_string()));
     context! {
         url => call.url.as_str(),
         method => call.method.as_str(),
@@ -255,6 +266,6 @@ fn call_view(call: &CallOutcome) -> Value {
         error => call.failure.as_ref().map(|f| f.message.clone()),
         duration_ms => format!("{:.1}", millis(call.duration)),
         part,
-        text,
+        text => call.answer.foreign_text(),
     }
 }

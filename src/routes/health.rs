@@ -6,7 +6,7 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{IntoResponse, Response, handler};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[handler]
 pub fn healthz() -> &'static str {

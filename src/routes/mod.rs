@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use poem::{Endpoint, EndpointExt as _, Route, get};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::telemetry::server_span;
 
 pub fn router(state: Arc<AppState>) -> impl Endpoint {

@@ -26,7 +26,7 @@ use tracing_subscriber::{Layer as _, Registry};
 use crate::configuration::{OtlpProtocol, SamplerKind, Settings, TracesExporter};
 pub use console_exporter::ConsoleExporter;
 pub use export_watch::ExportWatch;
-pub use server_span::{FailureReason, server_span, trace_response_header};
+pub use server_span::{FailureReason, server_span};
 
 /// The instrumentation scope of every span this service makes.
 const TRACER_NAME: &str = "microservice";

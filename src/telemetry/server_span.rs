@@ -1,20 +1,21 @@
 //! The SERVER span of each incoming request: continues the caller's trace,
 //! carries the HTTP semantic-convention attributes, turns ERROR on 5xx and
-//! answers with a `traceresponse` header.
+//! answers with a `traceresponse` header ([`contract::TRACE_RESPONSE_HEADER`]).
 
 use std::sync::Arc;
 
 use opentelemetry::baggage::{Baggage, BaggageExt as _};
 use opentelemetry::global;
-use opentelemetry::trace::{SpanContext, TraceContextExt as _};
+use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_http::HeaderExtractor;
-use poem::http::HeaderValue;
 use poem::http::header::{HOST, USER_AGENT};
 use poem::http::uri::Authority;
 use poem::{Endpoint, IntoResponse, Request, Response};
 use tracing::Instrument as _;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::contract;
 
 /// Why a handler answered 5xx: becomes the server span's `error.type` and
 /// status message.
@@ -92,24 +93,12 @@ pub async fn server_span<E: Endpoint>(
             span.record("otel.status_description", reason.message.as_str());
         }
     }
-    if let Some(value) = trace_response_header(&span_context) {
-        response.headers_mut().insert("traceresponse", value);
+    if let Some(value) = contract::trace_response(&span_context) {
+        response
+            .headers_mut()
+            .insert(contract::TRACE_RESPONSE_HEADER, value);
     }
     Ok(response)
-}
-
-/// W3C Trace Context Level 2 `traceresponse`: this hop's trace and span id.
-pub fn trace_response_header(context: &SpanContext) -> Option<HeaderValue> {
-    if !context.is_valid() {
-        return None;
-    }
-    let value = format!(
-        "00-{}-{}-{:02x}",
-        context.trace_id(),
-        context.span_id(),
-        context.trace_flags().to_u8()
-    );
-    HeaderValue::from_str(&value).ok()
 }
 
 /// `server.address`/`server.port` as the client addressed them (Host header),

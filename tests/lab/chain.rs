@@ -91,6 +91,81 @@ async fn three_hops_answer_as_json_when_asked() {
 }
 
 #[tokio::test]
+async fn accept_q_values_choose_the_format() {
+    let receiver = grpc_receiver();
+    let instance = Instance::spawn(binary(), &common(&receiver)).await.unwrap();
+
+    for (accept, content_type) in [
+        (
+            "application/json;q=0.5, text/html",
+            "text/html; charset=utf-8",
+        ),
+        ("text/html;q=0.5, application/json", "application/json"),
+        ("text/html;q=0, */*", "application/json"),
+        ("application/json;q=0", "text/html; charset=utf-8"),
+        ("text/html, application/json", "application/json"),
+    ] {
+        let answer = get(instance.url(), &[("accept", accept)]).await;
+        assert_eq!(answer.status, 200, "Accept: {accept}");
+        assert_eq!(
+            answer.headers["content-type"], content_type,
+            "Accept: {accept}"
+        );
+    }
+}
+
+/// A next hop outside the chain's control: it answers `body` as HTML, with
+/// `x-chain-part` when `marked`.
+async fn html_server(body: &'static str, marked: bool) -> String {
+    use poem::{EndpointExt as _, Response, Route, handler, web::Data};
+
+    #[handler]
+    fn answer(Data((body, marked)): Data<&(&'static str, bool)>) -> Response {
+        let mut response = Response::builder().content_type("text/html");
+        if *marked {
+            response = response.header("x-chain-part", "marked");
+        }
+        response.body(*body)
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let acceptor = poem::listener::TcpAcceptor::from_tokio(listener).unwrap();
+    let app = Route::new().at("/", poem::get(answer)).data((body, marked));
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+    url
+}
+
+#[tokio::test]
+async fn only_an_answer_marked_as_a_part_is_inserted_as_html() {
+    let receiver = grpc_receiver();
+    let html = "<section class=\"hop\" data-service=\"next\"><b>next</b></section>";
+    for marked in [false, true] {
+        let next = html_server(html, marked).await;
+        let config = common(&receiver)
+            .env("OTEL_SERVICE_NAME", "caller")
+            .env("EXTERNAL_CALL_URL", &next);
+        let caller = Instance::spawn(binary(), &config).await.unwrap();
+
+        let page = get(caller.url(), &[]).await;
+
+        assert_eq!(page.status, 200, "{}", page.body);
+        if marked {
+            assert!(page.body.contains(html), "{}", page.body);
+            assert_eq!(hop_parts(&page.body).len(), 2);
+        } else {
+            assert!(!page.body.contains("<b>"), "{}", page.body);
+            assert!(
+                page.body.contains("<pre>&lt;section class="),
+                "shown as text: {}",
+                page.body
+            );
+            assert_eq!(hop_parts(&page.body), vec![("caller".to_string(), 0)]);
+        }
+    }
+}
+
+#[tokio::test]
 async fn an_incoming_traceparent_is_continued() {
     let receiver = grpc_receiver();
     let chain = three_hops(&receiver).await;

@@ -59,6 +59,94 @@ fn bad_numbers_are_refused() {
     assert_refused("EXTERNAL_CALL_RETRIES", "-1");
 }
 
+/// The one line a bad value gets: `VARIABLE="value": reason`.
+fn refusal(vars: &[(&str, &str)], args: &[&str]) -> String {
+    let output = run(vars, args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{vars:?} {args:?}: {stderr}");
+    stderr.trim_end().to_string()
+}
+
+#[test]
+fn numeric_settings_say_what_is_allowed() {
+    let millis = "must be a whole number of milliseconds, 0 or more";
+    for (variable, value, reason) in [
+        ("RESPONSE_TIME", "-5", millis),
+        ("RESPONSE_TIME", "1.5", millis),
+        ("RESPONSE_TIME", "soon", millis),
+        ("RESPONSE_TIME_JITTER", "-1", millis),
+        (
+            "EXTERNAL_CALL_TIMEOUT",
+            "0",
+            "must be a whole number of milliseconds, 1 or more",
+        ),
+        (
+            "EXTERNAL_CALL_TIMEOUT",
+            "-200",
+            "must be a whole number of milliseconds, 1 or more",
+        ),
+        (
+            "EXTERNAL_CALL_RETRIES",
+            "11",
+            "must be a whole number from 0 to 10",
+        ),
+        (
+            "EXTERNAL_CALL_RETRIES",
+            "-1",
+            "must be a whole number from 0 to 10",
+        ),
+        (
+            "MAX_HOPS",
+            "-1",
+            "must be a whole number of hops, 0 or more",
+        ),
+        (
+            "MAX_HOPS",
+            "4294967296",
+            "must be a whole number of hops, 0 or more, at most 4294967295",
+        ),
+        (
+            "HTTP_PORT",
+            "70000",
+            "must be a whole number from 0 to 65535 (0 picks a free port)",
+        ),
+        ("ERROR_RATE", "-0.1", "must be a number from 0.0 to 1.0"),
+        ("ERROR_RATE", "often", "must be a number from 0.0 to 1.0"),
+        (
+            "OTEL_TRACES_SAMPLER_ARG",
+            "1.5",
+            "must be a number from 0.0 to 1.0",
+        ),
+    ] {
+        assert_eq!(
+            refusal(&[(variable, value)], &[]),
+            format!("microservice: {variable}=\"{value}\": {reason}")
+        );
+    }
+}
+
+#[test]
+fn a_flag_is_named_as_typed() {
+    let millis = "must be a whole number of milliseconds, 0 or more";
+    // The flag wins over the variable, and its error names the flag.
+    let vars = [("RESPONSE_TIME", "5")];
+    for args in [&["--response-time", "-5"][..], &["--response-time=-5"]] {
+        assert_eq!(
+            refusal(&vars, args),
+            format!("microservice: --response-time=\"-5\": {millis}")
+        );
+    }
+    assert_eq!(
+        refusal(&[], &["--external-call-retries", "11"]),
+        "microservice: --external-call-retries=\"11\": must be a whole number from 0 to 10"
+    );
+    // The variable set, the flag not typed: the variable is named.
+    assert_eq!(
+        refusal(&[("RESPONSE_TIME", "-5")], &["--response-time-jitter", "1"]),
+        format!("microservice: RESPONSE_TIME=\"-5\": {millis}")
+    );
+}
+
 #[test]
 fn bad_context_settings_are_refused() {
     assert_refused("PROPAGATION", "b3");
@@ -118,7 +206,7 @@ fn bad_templates_are_refused() {
 fn flags_work_like_variables() {
     let output = run(&[], &["--response-time", "soon"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("RESPONSE_TIME"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--response-time=\"soon\""));
 }
 
 #[test]

@@ -132,6 +132,41 @@ async fn a_slow_next_hop_gives_504_after_the_timeout() {
 }
 
 #[tokio::test]
+async fn the_page_tells_a_failed_call_once() {
+    let receiver = grpc_receiver();
+    let hops = [
+        hop("entry", 0).env("EXTERNAL_CALL_TIMEOUT", "200"),
+        hop("slow", 3_000),
+    ];
+    let chain = Chain::start(binary(), &common(&receiver), &hops)
+        .await
+        .unwrap();
+    let page = get(chain.entry().url(), &[]).await;
+    assert_eq!(page.status, 504);
+    assert_eq!(
+        page.body.matches("timed out after 200 ms").count(),
+        1,
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("class=\"hop failed\""), "{}", page.body);
+
+    let dead = dead_url();
+    let config = common(&receiver)
+        .envs(hop("entry", 0).env)
+        .env("EXTERNAL_CALL_URL", &dead);
+    let entry = Instance::spawn(binary(), &config).await.unwrap();
+    let page = get(entry.url(), &[]).await;
+    assert_eq!(page.status, 502);
+    assert_eq!(
+        page.body.matches("Connection refused").count(),
+        1,
+        "{}",
+        page.body
+    );
+}
+
+#[tokio::test]
 async fn error_rate_one_fails_every_request_on_purpose() {
     let receiver = grpc_receiver();
     let config = common(&receiver)

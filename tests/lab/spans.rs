@@ -116,6 +116,8 @@ async fn a_three_hop_request_makes_one_linked_trace() {
         assert_eq!(client.attr("http.request.method").as_deref(), Some("GET"));
         assert_eq!(client.attr("url.full").as_deref(), Some(next.url()));
         assert_eq!(client.attr("server.address").as_deref(), Some("127.0.0.1"));
+        let user_agent = client.attr("user_agent.original").unwrap_or_default();
+        assert!(user_agent.starts_with("microservice/"), "{user_agent:?}");
         assert_eq!(
             client.attr("http.response.status_code").as_deref(),
             Some("200")

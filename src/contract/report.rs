@@ -1,5 +1,5 @@
-//! What one hop reports about itself and its calls: the JSON answer, and
-//! what the HTML part is rendered from.
+//! The hop report: what a hop answers in JSON about itself and its calls.
+//! The hop that called it reads it back and nests it in its own.
 
 use serde::{Deserialize, Serialize};
 
