@@ -6,6 +6,7 @@ mod export_watch;
 mod log_format;
 mod server_span;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -25,7 +26,7 @@ use tracing_subscriber::{Layer as _, Registry};
 
 use crate::configuration::{OtlpProtocol, SamplerKind, Settings, TracesExporter};
 pub use console_exporter::ConsoleExporter;
-pub use export_watch::ExportWatch;
+pub use export_watch::{CountEnded, Delivery, ExportWatch};
 pub use server_span::{FailureReason, server_span};
 
 /// The instrumentation scope of every span this service makes.
@@ -38,6 +39,8 @@ const OTEL_LAYER_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tonic=off,
 /// Keeps the tracer provider alive; flush it with [`Telemetry::shutdown`].
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Counted only where spans leave for a collector (OTLP).
+    delivery: Option<Arc<Delivery>>,
 }
 
 impl Telemetry {
@@ -49,10 +52,28 @@ impl Telemetry {
         };
         let flushed =
             tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(timeout)).await;
-        match flushed {
-            Ok(Ok(())) => tracing::info!("spans flushed"),
-            Ok(Err(error)) => tracing::warn!(%error, "spans not flushed"),
-            Err(error) => tracing::warn!(%error, "span flush task failed"),
+        let error = match flushed {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(error) => Some(format!("the flush task failed: {error}")),
+        };
+        let Some(delivery) = self.delivery else {
+            match error {
+                None => tracing::info!("spans flushed"),
+                Some(error) => tracing::warn!(%error, "spans not flushed"),
+            }
+            return;
+        };
+        let (ended, delivered) = delivery.counts();
+        let undelivered = ended.saturating_sub(delivered);
+        let summary =
+            format!("{undelivered} of {ended} spans could not be delivered to the collector");
+        match (undelivered, error) {
+            (0, None) => tracing::info!(spans = ended, "spans flushed: every span delivered"),
+            (_, None) => tracing::warn!(spans = ended, delivered, undelivered, "{summary}"),
+            (_, Some(error)) => {
+                tracing::warn!(spans = ended, delivered, undelivered, %error, "{summary}")
+            }
         }
     }
 }
@@ -65,10 +86,12 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
         Box::new(BaggagePropagator::new()),
     ]));
 
+    let delivery = (!settings.sdk_disabled && settings.traces_exporter == TracesExporter::Otlp)
+        .then(|| Arc::new(Delivery::default()));
     let provider = if settings.sdk_disabled {
         None
     } else {
-        Some(tracer_provider(settings)?)
+        Some(tracer_provider(settings, delivery.clone())?)
     };
 
     let log_filter = EnvFilter::builder()
@@ -104,22 +127,25 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
         .try_init()
         .context("a global tracing subscriber was already installed")?;
 
-    Ok(Telemetry { provider })
+    Ok(Telemetry { provider, delivery })
 }
 
-fn tracer_provider(settings: &Settings) -> anyhow::Result<SdkTracerProvider> {
+fn tracer_provider(
+    settings: &Settings,
+    delivery: Option<Arc<Delivery>>,
+) -> anyhow::Result<SdkTracerProvider> {
     let mut builder = SdkTracerProvider::builder().with_resource(resource(settings));
     if let Some(sampler) = sampler(settings) {
         builder = builder.with_sampler(sampler);
     }
     builder = match settings.traces_exporter {
         TracesExporter::Otlp => {
-            let exporter = ExportWatch::new(otlp_exporter(settings)?);
-            builder.with_span_processor(
-                BatchSpanProcessor::builder(exporter)
-                    .with_batch_config(batch_config())
-                    .build(),
-            )
+            let delivery = delivery.unwrap_or_default();
+            let exporter = ExportWatch::new(otlp_exporter(settings)?, delivery.clone());
+            let batches = BatchSpanProcessor::builder(exporter)
+                .with_batch_config(batch_config())
+                .build();
+            builder.with_span_processor(CountEnded::new(batches, delivery))
         }
         TracesExporter::Console => builder.with_simple_exporter(ConsoleExporter::default()),
         TracesExporter::Discard => builder,

@@ -32,18 +32,7 @@ impl Forwarder {
             let mut lost_spans = 0usize;
             while let Some(spans) = queue.recv().await {
                 let count = spans.len();
-                let sent = client
-                    .post(&url)
-                    .header("content-type", "application/x-protobuf")
-                    .body(request(spans).encode_to_vec())
-                    .send()
-                    .await
-                    .map_err(|e| e.without_url().to_string())
-                    .and_then(|answer| match answer.status() {
-                        status if status.is_success() => Ok(()),
-                        status => Err(format!("it answered {status}")),
-                    });
-                match sent {
+                match post(&client, &url, spans).await {
                     Ok(()) if lost_spans > 0 => {
                         eprintln!(
                             "lab: forwarding to {url} works again ({lost_spans} spans were lost)"
@@ -79,6 +68,37 @@ impl Forwarder {
     }
 }
 
+/// Sends one export request; the error names its cause (connection refused,
+/// a timeout, the status it answered), not only reqwest's summary.
+async fn post(client: &reqwest::Client, url: &str, spans: Vec<ReceivedSpan>) -> Result<(), String> {
+    let answer = client
+        .post(url)
+        .header("content-type", "application/x-protobuf")
+        .body(request(spans).encode_to_vec())
+        .send()
+        .await
+        .map_err(|error| with_causes(&error.without_url()))?;
+    match answer.status() {
+        status if status.is_success() => Ok(()),
+        status => Err(format!("it answered {status}")),
+    }
+}
+
+/// An error and each of its sources, `outer: inner: …`, skipping a source
+/// whose text its parent already ends with.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// One export request: the spans grouped by the resource and scope they
 /// came with.
 fn request(spans: Vec<ReceivedSpan>) -> ExportTraceServiceRequest {
@@ -109,4 +129,30 @@ fn request(spans: Vec<ReceivedSpan>) -> ExportTraceServiceRequest {
         }
     }
     ExportTraceServiceRequest { resource_spans }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_named_as_such() {
+        // A port nothing listens on: bind one, note it, close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .unwrap();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let error = post(
+            &client,
+            &format!("http://127.0.0.1:{port}/v1/traces"),
+            Vec::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            error.starts_with("error sending request") && error.contains("refused"),
+            "{error}"
+        );
+    }
 }
