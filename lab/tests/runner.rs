@@ -4,29 +4,35 @@
 // Tests fail loudly: an unwrap here is an assertion.
 #![allow(clippy::unwrap_used)]
 
-mod runner_harness;
-
 use std::time::Duration;
 
-use runner_harness::*;
+use lab::chain_file::ChainFile;
+use lab::testing::request;
+use lab::testing::runner::*;
+use lab::trace::{Format, expected_spans};
+
+/// Spans of a request for the page through the chain file `json`.
+fn html_spans(json: &str) -> usize {
+    let chain = ChainFile::parse(json).unwrap().check().unwrap();
+    expected_spans(&chain, Format::Html).total()
+}
 
 /// The tree column of each line of the waterfall of `trace_id`.
 fn waterfall_trees(waterfall: &[String]) -> Vec<String> {
     waterfall[1..]
         .iter()
-        .filter_map(|line| lab::runner::trace_view::tree_of(line))
+        .filter_map(|line| lab::runner::waterfall::tree_of(line))
         .map(str::to_string)
         .collect()
 }
 
 #[tokio::test]
 async fn the_trace_of_a_request_is_drawn_with_every_span_in_place() {
-    let chain = chain_file(
-        r#"{"hops": [
+    let json = r#"{"hops": [
           {"name": "1", "port": 0, "responseTime": 30},
           {"name": "2", "port": 0, "responseTime": 20},
-          {"name": "3", "port": 0, "responseTime": 10}]}"#,
-    );
+          {"name": "3", "port": 0, "responseTime": 10}]}"#;
+    let chain = chain_file(json);
     let mut lab = Lab::start(&["--chain", chain.path()]).await;
     let entry = lab.entry_url().await;
 
@@ -34,7 +40,7 @@ async fn the_trace_of_a_request_is_drawn_with_every_span_in_place() {
     let waterfall = lab.waterfall(&trace_id).await;
 
     assert!(
-        waterfall[0].contains("· 14 spans ·"),
+        waterfall[0].contains(&format!("· {} spans ·", html_spans(json))),
         "{}",
         waterfall.join("\n")
     );
@@ -66,13 +72,12 @@ async fn the_trace_of_a_request_is_drawn_with_every_span_in_place() {
 
 #[tokio::test]
 async fn a_four_hop_chain_file_fans_out_in_parallel() {
-    let chain = chain_file(
-        r#"{"hops": [
+    let json = r#"{"hops": [
           {"name": "gateway", "port": 0, "responseTime": 5, "calls": ["catalog", "pricing"], "callMode": "parallel"},
           {"name": "catalog", "port": 0, "responseTime": 200, "calls": []},
           {"name": "pricing", "port": 0, "responseTime": 100},
-          {"name": "stock", "port": 0, "responseTime": 100}]}"#,
-    );
+          {"name": "stock", "port": 0, "responseTime": 100}]}"#;
+    let chain = chain_file(json);
     let mut lab = Lab::start(&["--chain", chain.path()]).await;
     let entry = lab.entry_url().await;
 
@@ -81,7 +86,7 @@ async fn a_four_hop_chain_file_fans_out_in_parallel() {
 
     let trees = waterfall_trees(&waterfall);
     let text = waterfall.join("\n");
-    assert_eq!(trees.len(), 19, "{text}");
+    assert_eq!(trees.len(), html_spans(json), "{text}");
     assert_eq!(trees[0], "microservice-gateway GET /");
     let calls: Vec<usize> = trees
         .iter()
@@ -212,7 +217,8 @@ async fn bad_chain_files_are_refused_before_anything_starts() {
 async fn spans_also_go_to_a_collector() {
     let collector =
         lab::receiver::OtlpReceiver::start(lab::receiver::Protocol::HttpProtobuf).unwrap();
-    let chain = chain_file(r#"{"hops": [{"name": "a", "port": 0}, {"name": "b", "port": 0}]}"#);
+    let json = r#"{"hops": [{"name": "a", "port": 0}, {"name": "b", "port": 0}]}"#;
+    let chain = chain_file(json);
     let mut lab = Lab::start(&[
         "--chain",
         chain.path(),
@@ -227,7 +233,7 @@ async fn spans_also_go_to_a_collector() {
 
     let spans = collector
         .wait_until(Duration::from_secs(10), |spans| {
-            spans.iter().filter(|s| s.trace_id() == trace_id).count() >= 7
+            spans.iter().filter(|s| s.trace_id() == trace_id).count() >= html_spans(json)
         })
         .await
         .expect("the trace's spans reach the collector");

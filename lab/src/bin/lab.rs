@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lab::chain_file::{ChainFile, Topology};
-use lab::runner::trace_view::Style;
+use lab::runner::waterfall::Style;
 use lab::runner::{self, RunnerConfig};
 
 #[derive(Debug, Parser)]
