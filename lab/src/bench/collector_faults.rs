@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use super::config::BenchConfig;
 use super::report::{CollectorFaults, FaultPhase, SpanCount};
-use super::{
-    BenchConfig, common, hops, load as load_spec, ok_traces, received, round, spans_per_request,
-    stop,
+use super::setup::{
+    common, hops, load as load_spec, ok_traces, received, round, spans_per_request, stop,
 };
 use crate::chain::Chain;
 use crate::load::{self, Sample, Summary};

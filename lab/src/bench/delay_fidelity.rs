@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use super::config::BenchConfig;
 use super::report::DelayFidelity;
-use super::{BenchConfig, common, hops, round, stop};
+use super::setup::{common, hops, round, stop};
 use crate::chain::Chain;
 use crate::load::{self, Load, Sample, Summary};
 use crate::receiver::OtlpReceiver;

@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use super::config::BenchConfig;
 use super::report::{ShutdownRun, SpanCount};
-use super::{
-    BenchConfig, common, hops, load as load_spec, ok_traces, received, service_name,
-    spans_per_request, stop,
+use super::setup::{
+    common, hops, load as load_spec, ok_traces, received, service_name, spans_per_request, stop,
 };
 use crate::chain::Chain;
 use crate::load;

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
+use super::config::BenchConfig;
 use super::report::{Setting, SpanCount};
-use super::{
-    BenchConfig, common, cpu, hops, load, ok_traces, received, round, rss, spans_per_request, stop,
+use super::setup::{
+    common, cpu, hops, load, ok_traces, received, round, rss, spans_per_request, stop,
 };
 use crate::chain::Chain;
 use crate::load::{self as load_gen, Load, Sample, Summary};
@@ -119,10 +120,7 @@ impl Subject {
 /// Mode 1 (and the memory figures of mode 3): the three settings on chains
 /// of their own, measured in turns so that a change in the machine's load
 /// falls on all of them alike.
-pub(super) async fn throughput(
-    config: &BenchConfig,
-    progress: &dyn Fn(&str),
-) -> anyhow::Result<[Run; 4]> {
+pub(super) async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Result<[Run; 4]> {
     let mut subjects = Vec::new();
     for (sampling, json) in [
         (Sampling::AlwaysOn, false),

@@ -186,6 +186,15 @@ pub fn tree_of(line: &str) -> Option<&str> {
         .map(|(at, _)| &line[at..])
 }
 
+/// The columns a span line's bar fills, (first, last + 1), for reading a
+/// waterfall back.
+pub fn bar_of(line: &str) -> Option<(usize, usize)> {
+    let bar: Vec<char> = line.chars().skip(2 + 9 + 2).take(BAR_WIDTH).collect();
+    let first = bar.iter().position(|c| *c == '█')?;
+    let last = bar.iter().rposition(|c| *c == '█')?;
+    Some((first, last + 1))
+}
+
 /// `BAR_WIDTH` columns with the span's part of the trace filled in, at
 /// least one column so that no span disappears.
 fn bar(offset_ns: u64, duration_ns: u64, total_ns: u64) -> String {
@@ -216,7 +225,6 @@ pub fn duration_text(duration: Duration) -> String {
 mod tests {
     use super::*;
     use crate::receiver::ReceivedSpan;
-    use crate::testing::runner::bar_span;
     use crate::trace::fixtures::{span, spans};
     use crate::trace::{Late, Verdict};
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind as Kind;
@@ -305,8 +313,8 @@ mod tests {
             "{text}"
         );
         // On the scale 0-400: the caller covers columns 5-10, the callee 6-40.
-        assert_eq!(bar_span(lines[1]), (5, 10), "{text}");
-        assert_eq!(bar_span(lines[2]), (6, BAR_WIDTH), "{text}");
+        assert_eq!(bar_of(lines[1]), Some((5, 10)), "{text}");
+        assert_eq!(bar_of(lines[2]), Some((6, BAR_WIDTH)), "{text}");
     }
 
     #[test]

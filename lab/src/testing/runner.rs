@@ -11,8 +11,8 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
-use super::{binary, lab_bin};
-use crate::runner::waterfall::BAR_WIDTH;
+use super::binaries::{binary, lab_bin, temp_path};
+use crate::runner::waterfall::bar_of;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -33,7 +33,7 @@ impl Drop for TempChainFile {
 
 /// `json` written to a chain file of its own.
 pub fn chain_file(json: &str) -> TempChainFile {
-    let path = super::temp_path("lab-chain").with_extension("json");
+    let path = temp_path("lab-chain").with_extension("json");
     std::fs::write(&path, json).unwrap();
     TempChainFile(path)
 }
@@ -164,8 +164,5 @@ pub fn free_port() -> u16 {
 
 /// Columns of the bar that a span line fills: (first, last + 1).
 pub fn bar_span(line: &str) -> (usize, usize) {
-    let bar: Vec<char> = line.chars().skip(13).take(BAR_WIDTH).collect();
-    let first = bar.iter().position(|c| *c == '█').expect("a bar");
-    let last = bar.iter().rposition(|c| *c == '█').expect("a bar");
-    (first, last + 1)
+    bar_of(line).expect("a bar")
 }

@@ -1,8 +1,11 @@
 //! The spans a receiver got, by trace, service and name.
 
+use std::time::Duration;
+
 use crate::receiver::{OtlpReceiver, ReceivedSpan};
 
-use super::SPAN_WAIT;
+/// How long a test waits for spans to arrive.
+pub const SPAN_WAIT: Duration = Duration::from_secs(20);
 
 /// Waits until at least `count` spans of `trace_id` arrived; gives them.
 pub async fn trace_spans(

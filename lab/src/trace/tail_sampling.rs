@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::Trace;
+use super::assembly::Trace;
 
 /// The processor's settings, as an exercise gives them to the collector.
 #[derive(Debug, Clone, Deserialize)]
