@@ -114,6 +114,49 @@ async fn a_four_hop_chain_file_fans_out_in_parallel() {
 }
 
 #[tokio::test]
+async fn a_callee_that_outlives_its_caller_is_drawn_late_under_it() {
+    let chain = chain_file(
+        r#"{"hops": [
+          {"name": "caller", "port": 0, "callTimeout": 100},
+          {"name": "slow", "port": 0, "responseTime": 2000}]}"#,
+    );
+    // The callee ends long after the runner drew its caller's trace.
+    let mut lab = Lab::start(&["--chain", chain.path()]).await;
+    let entry = lab.entry_url().await;
+
+    let trace_id = request(&entry).await;
+    let waterfall = lab.waterfall(&trace_id).await;
+    let late = lab.late_waterfall(&trace_id).await;
+    let (text, late_text) = (waterfall.join("\n"), late.join("\n"));
+
+    // The call that timed out names its id; the late part hangs from it.
+    let call = waterfall
+        .iter()
+        .find_map(|line| line.split("microservice-caller GET  (span ").nth(1))
+        .unwrap_or_else(|| panic!("the failed call shows no span id:\n{text}"));
+    let id = call.split(':').next().unwrap();
+    assert!(
+        call.starts_with(&format!("{id}: no callee span here)")),
+        "{text}"
+    );
+    let trees = waterfall_trees(&late);
+    assert!(
+        trees[0].starts_with(&format!(
+            "microservice-caller GET  (span {id}, drawn above)"
+        )),
+        "{text}\n{late_text}"
+    );
+    assert_eq!(trees[1], "└─ microservice-slow GET /", "{late_text}");
+    // On the trace's time scale the callee's bar runs on past its caller's.
+    let (caller, callee) = (bar_span(&late[1]), bar_span(&late[2]));
+    assert!(
+        caller.0 <= callee.0 && callee.1 > caller.1 + 10,
+        "{caller:?} {callee:?}\n{late_text}"
+    );
+    lab.stop().await;
+}
+
+#[tokio::test]
 async fn after_sigterm_no_hop_process_is_left() {
     let chain = chain_file(
         r#"{"hops": [{"name": "a", "port": 0}, {"name": "b", "port": 0}, {"name": "c", "port": 0}]}"#,

@@ -101,9 +101,23 @@ impl Lab {
     /// The lines of the waterfall of `trace_id`: the header, then a line
     /// per span.
     pub async fn waterfall(&self, trace_id: &str) -> Vec<String> {
+        self.block(trace_id, "waterfall", |_| true).await
+    }
+
+    /// The lines of the late part of `trace_id`, drawn after its waterfall.
+    pub async fn late_waterfall(&self, trace_id: &str) -> Vec<String> {
+        self.block(trace_id, "late waterfall", |header| {
+            header.contains(" late span")
+        })
+        .await
+    }
+
+    async fn block(&self, trace_id: &str, what: &str, pick: impl Fn(&str) -> bool) -> Vec<String> {
         let header = format!("trace {trace_id} ");
-        self.wait_for("waterfall", |lines| {
-            let start = lines.iter().position(|l| l.starts_with(&header))?;
+        self.wait_for(what, |lines| {
+            let start = lines
+                .iter()
+                .position(|l| l.starts_with(&header) && pick(l))?;
             let length = lines[start..].iter().position(String::is_empty)?;
             Some(lines[start..start + length].to_vec())
         })
