@@ -3,7 +3,7 @@
 //! exercise ([`exercises`]), an OTLP receiver that keeps what they export
 //! ([`receiver`]), a load generator ([`load`]), the trace model that judges
 //! what arrives ([`trace`]), and what is built from them: the runner that
-//! draws traces in the terminal ([`runner`]) and the benchmark ([`bench`]).
+//! draws traces in the terminal ([`runner`]) and the benchmark ([`bench`](mod@bench)).
 //! Every Rust test shares [`testing`].
 
 pub mod bench;

@@ -1,7 +1,8 @@
 //! The benchmark: six modes run side by side on chains of real instances,
-//! one file each ([`throughput`] with the memory figures, [`delay_fidelity`],
-//! [`collector_faults`], [`shutdown`]) on what they share ([`setup`]),
-//! judged by the [`targets`], written up as a [`report`].
+//! one file each (`throughput.rs` with the memory figures,
+//! `delay_fidelity.rs`, `collector_faults.rs`, `shutdown.rs`) on what they
+//! share (`setup.rs`), judged by the [`targets`], written up as a
+//! [`report`].
 
 mod collector_faults;
 mod config;

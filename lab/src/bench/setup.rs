@@ -51,7 +51,7 @@ pub(super) fn service_name(hop: usize) -> String {
     crate::chain_file::service_name(&hop.to_string())
 }
 
-/// Spans of one request through the [`line`] chain.
+/// Spans of one request through the [`line()`] chain.
 pub(super) fn spans_per_request(
     config: &BenchConfig,
     delay_ms: impl Fn(usize) -> u64,
