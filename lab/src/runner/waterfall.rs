@@ -59,9 +59,8 @@ pub fn render(trace: &Trace, note: Option<&str>, style: Style) -> String {
     let total = Duration::from_nanos(end.saturating_sub(start));
     let count = trace.spans.len();
     let mut header = format!(
-        "trace {} · {count} {}span{} · {}",
+        "trace {} · {count} span{} · {}",
         trace.id,
-        if trace.late.is_some() { "late " } else { "" },
         if count == 1 { "" } else { "s" },
         duration_text(total)
     );
@@ -69,7 +68,7 @@ pub fn render(trace: &Trace, note: Option<&str>, style: Style) -> String {
         header.push_str(" · ERROR");
     }
     if trace.late.is_some() {
-        header.push_str(" · these ended after the trace was drawn above");
+        header.push_str(" · late: these ended after the trace was drawn above");
     } else if trace.root().is_none() {
         header.push_str(" · its root span never arrived");
     }
@@ -301,8 +300,8 @@ mod tests {
         let text = render(&late, None, Style::Plain);
         let lines: Vec<&str> = text.lines().collect();
         assert!(
-            lines[0].contains("· 1 late span · ")
-                && lines[0].ends_with("· these ended after the trace was drawn above"),
+            lines[0].contains("· 1 span · ")
+                && lines[0].ends_with("· late: these ended after the trace was drawn above"),
             "{text}"
         );
         assert!(!text.contains("root span never arrived"), "{text}");

@@ -107,7 +107,7 @@ impl Lab {
     /// The lines of the late part of `trace_id`, drawn after its waterfall.
     pub async fn late_waterfall(&self, trace_id: &str) -> Vec<String> {
         self.block(trace_id, "late waterfall", |header| {
-            header.contains(" late span")
+            header.contains(" · late: ")
         })
         .await
     }
