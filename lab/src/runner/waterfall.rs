@@ -2,11 +2,15 @@
 //! as a waterfall, one line per span, its bar on the trace's time scale.
 //!
 //! ```text
-//! trace 8d5b6e0b0b4c3f0ea3a9a4a11c1d2a37 · 14 spans · 304.1 ms
-//!   304.1 ms  ████████████████████████████████████████  microservice-1 GET /
-//!    50.2 ms  ███████                                   ├─ microservice-1 simulated work
-//!   252.7 ms         █████████████████████████████████  ├─ microservice-1 GET
-//!   251.9 ms         █████████████████████████████████  │  └─ microservice-2 GET /
+//! trace 8d5b6e0b0b4c3f0ea3a9a4a11c1d2a37 · 8 spans · 31.2 ms
+//!     31.2 ms  ████████████████████████████████████████  microservice-a GET /
+//!     20.4 ms  ███████████████████████████               ├─ microservice-a simulated work
+//!     10.1 ms                            █████████████   ├─ microservice-a GET
+//!      9.6 ms                            ████████████    │  └─ microservice-b GET /
+//!       75 µs                                        █   │     ├─ microservice-b template load
+//!      151 µs                                        █   │     └─ microservice-b template render
+//!       80 µs                                         █  ├─ microservice-a template load
+//!      288 µs                                         █  └─ microservice-a template render
 //! ```
 
 use std::collections::{HashMap, HashSet};
