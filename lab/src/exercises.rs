@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::chain_file::{ChainFile, Topology};
-use crate::runner::tail_sampling::TailSampling;
+use crate::trace::tail_sampling::TailSampling;
 
 /// The checkout's `exercises/`; `LAB_EXERCISES_DIR` points elsewhere.
 pub fn directory() -> PathBuf {

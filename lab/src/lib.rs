@@ -1,8 +1,10 @@
 //! The lab around the service: real instances of the `microservice` binary
-//! ([`instance`], [`chain`]), an OTLP receiver that keeps what they export
-//! ([`receiver`]), a load generator ([`load`]), and what is built from them:
-//! the benchmark ([`bench`]). The service's integration tests use the same
-//! pieces.
+//! ([`instance`], [`chain`]) started from a chain file ([`chain_file`]) or an
+//! exercise ([`exercises`]), an OTLP receiver that keeps what they export
+//! ([`receiver`]), a load generator ([`load`]), the trace model that judges
+//! what arrives ([`trace`]), and what is built from them: the runner that
+//! draws traces in the terminal ([`runner`]) and the benchmark ([`bench`](mod@bench)).
+//! Every Rust test shares [`testing`].
 
 pub mod bench;
 pub mod chain;
@@ -13,3 +15,5 @@ pub mod load;
 pub mod receiver;
 pub mod runner;
 pub mod service_binary;
+pub mod testing;
+pub mod trace;

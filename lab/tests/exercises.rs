@@ -5,8 +5,6 @@
 // Tests fail loudly: an unwrap here is an assertion.
 #![allow(clippy::unwrap_used)]
 
-mod runner_harness;
-
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -14,10 +12,8 @@ use lab::chain::{Chain, STOP_TIMEOUT};
 use lab::exercises::{self, Exercise};
 use lab::instance::InstanceConfig;
 use lab::receiver::{OtlpReceiver, Protocol, ReceivedSpan, SpanKind};
-use lab::runner::trace_view::Trace;
-use runner_harness::service_bin;
-
-const SPAN_WAIT: Duration = Duration::from_secs(20);
+use lab::testing::{Request, SPAN_WAIT, all, binary, one, requests, trace_spans};
+use lab::trace::{Format, Trace, expected_spans};
 
 struct Running {
     exercise: Exercise,
@@ -33,7 +29,7 @@ impl Running {
         }
         let receiver = OtlpReceiver::start(Protocol::Grpc).unwrap();
         let common = InstanceConfig::new().envs(receiver.env());
-        let chain = Chain::start_topology(&service_bin(), &common, &exercise.topology)
+        let chain = Chain::start_topology(binary(), &common, &exercise.topology)
             .await
             .unwrap();
         Self {
@@ -47,27 +43,14 @@ impl Running {
         self.chain.entry().url().to_string()
     }
 
+    /// Spans of one request's trace through the exercise's chain.
+    fn spans_per_request(&self) -> usize {
+        expected_spans(&self.exercise.topology, Format::Html).total()
+    }
+
     /// Waits until `trace_id` has at least `count` spans; gives them all.
     async fn trace(&self, trace_id: &str, count: usize) -> Vec<ReceivedSpan> {
-        let of = |spans: &[ReceivedSpan]| -> Vec<ReceivedSpan> {
-            spans
-                .iter()
-                .filter(|s| s.trace_id() == trace_id)
-                .cloned()
-                .collect()
-        };
-        match self
-            .receiver
-            .wait_until(SPAN_WAIT, |spans| of(spans).len() >= count)
-            .await
-        {
-            Ok(spans) => of(&spans),
-            Err(spans) => panic!(
-                "{}: trace {trace_id} has {} of {count} spans",
-                self.exercise.name,
-                of(&spans).len()
-            ),
-        }
+        trace_spans(&self.receiver, trace_id, count).await
     }
 
     /// As [`Running::trace`], then a moment more for spans of the same
@@ -87,62 +70,6 @@ impl Running {
     }
 }
 
-struct Answer {
-    status: u16,
-    trace_id: String,
-    sampled: bool,
-}
-
-/// `count` requests to `url`, `concurrency` at a time.
-async fn requests(url: &str, count: usize, concurrency: usize) -> Vec<Answer> {
-    let client = reqwest::Client::new();
-    let mut answers = Vec::with_capacity(count);
-    let mut pending = tokio::task::JoinSet::new();
-    for _ in 0..count {
-        if pending.len() == concurrency {
-            answers.push(pending.join_next().await.unwrap().unwrap());
-        }
-        let (client, url) = (client.clone(), url.to_string());
-        pending.spawn(async move {
-            let response = client.get(&url).send().await.expect("an answer");
-            let header = response.headers()["traceresponse"]
-                .to_str()
-                .unwrap()
-                .to_string();
-            let status = response.status().as_u16();
-            let _ = response.bytes().await;
-            let parts: Vec<&str> = header.split('-').collect();
-            Answer {
-                status,
-                trace_id: parts[1].to_string(),
-                sampled: parts[3] == "01",
-            }
-        });
-    }
-    while let Some(answer) = pending.join_next().await {
-        answers.push(answer.unwrap());
-    }
-    answers
-}
-
-fn one<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> &'a ReceivedSpan {
-    let found: Vec<_> = spans
-        .iter()
-        .filter(|s| s.service == service && s.name() == name)
-        .collect();
-    assert_eq!(found.len(), 1, "{service} {name}: {found:#?}");
-    found[0]
-}
-
-fn all<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> Vec<&'a ReceivedSpan> {
-    let mut found: Vec<_> = spans
-        .iter()
-        .filter(|s| s.service == service && s.name() == name)
-        .collect();
-    found.sort_by_key(|s| s.start_ns());
-    found
-}
-
 fn millis(span: &ReceivedSpan) -> f64 {
     span.duration().as_secs_f64() * 1000.0
 }
@@ -155,7 +82,7 @@ const THREE: &str = "microservice-3";
 async fn baseline_is_one_trace_of_three_hops_where_the_300_ms_add_up() {
     let lab = Running::start("baseline").await;
     let answer = &requests(&lab.entry(), 1, 1).await[0];
-    let spans = lab.trace(&answer.trace_id, 14).await;
+    let spans = lab.trace(&answer.trace_id, lab.spans_per_request()).await;
 
     let services: HashSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
     assert_eq!(services, HashSet::from([ONE, TWO, THREE]));
@@ -175,7 +102,7 @@ async fn baseline_is_one_trace_of_three_hops_where_the_300_ms_add_up() {
 async fn slow_hop_makes_microservice_2_the_bottleneck() {
     let lab = Running::start("slow-hop").await;
     for answer in requests(&lab.entry(), 3, 3).await {
-        let spans = lab.trace(&answer.trace_id, 14).await;
+        let spans = lab.trace(&answer.trace_id, lab.spans_per_request()).await;
         let work = one(&spans, TWO, "simulated work");
         assert!(millis(work) >= 400.0, "{} ms", millis(work));
         // Of the spans that do work themselves (no children), it is the longest.
@@ -203,7 +130,7 @@ async fn errors_start_at_the_leaf_and_travel_up_as_502() {
     let failed = answers.iter().find(|a| a.status != 200).expect("a failure");
     assert_eq!(failed.status, 502);
 
-    let spans = lab.trace(&failed.trace_id, 14).await;
+    let spans = lab.trace(&failed.trace_id, lab.spans_per_request()).await;
     let leaf = one(&spans, THREE, "GET /");
     assert!(leaf.is_error());
     assert_eq!(leaf.attr("error.type").as_deref(), Some("injected_failure"));
@@ -236,7 +163,7 @@ async fn fan_out_in_parallel_takes_the_longest_call_not_the_sum() {
     let lab = Running::start("fan-out").await;
     let answer = &requests(&lab.entry(), 1, 1).await[0];
     // entry: server, work, 2 clients, load, render; leaves: 4 each.
-    let spans = lab.trace(&answer.trace_id, 14).await;
+    let spans = lab.trace(&answer.trace_id, lab.spans_per_request()).await;
     let calls = calls_of_the_entry(&spans);
     assert_eq!(calls.len(), 2);
     assert!(
@@ -255,7 +182,7 @@ async fn fan_out_in_parallel_takes_the_longest_call_not_the_sum() {
 async fn fan_out_sequential_takes_the_sum() {
     let lab = Running::start("fan-out-sequential").await;
     let answer = &requests(&lab.entry(), 1, 1).await[0];
-    let spans = lab.trace(&answer.trace_id, 14).await;
+    let spans = lab.trace(&answer.trace_id, lab.spans_per_request()).await;
     let calls = calls_of_the_entry(&spans);
     assert!(calls[0].1 <= calls[1].0, "one after the other");
     assert!(millis(one(&spans, ONE, "GET /")) >= 300.0);
@@ -272,7 +199,7 @@ async fn timeout_cuts_the_client_span_while_the_leaf_works_on() {
     );
 
     // The leaf's spans arrive about a second later than the others.
-    let spans = lab.trace(&answer.trace_id, 14).await;
+    let spans = lab.trace(&answer.trace_id, lab.spans_per_request()).await;
     let client = one(&spans, TWO, "GET");
     assert!(client.is_error());
     assert!(
@@ -301,7 +228,9 @@ async fn retries_show_a_client_span_per_attempt() {
     let answers = requests(&lab.entry(), 30, 6).await;
     let mut retried = None;
     for answer in &answers {
-        let spans = lab.settled_trace(&answer.trace_id, 14).await;
+        let spans = lab
+            .settled_trace(&answer.trace_id, lab.spans_per_request())
+            .await;
         if all(&spans, TWO, "GET").len() > 1 {
             retried = Some((answer, spans));
             break;
@@ -346,7 +275,7 @@ async fn broken_propagation_splits_one_request_into_two_traces() {
     let answer = &requests(&lab.entry(), 1, 1).await[0];
     assert_eq!(answer.status, 200);
 
-    let caller = lab.trace(&answer.trace_id, 10).await;
+    let caller = lab.trace(&answer.trace_id, lab.spans_per_request()).await;
     assert!(
         caller.iter().all(|s| s.service != THREE),
         "microservice-3 is not in the caller's trace"
@@ -370,7 +299,7 @@ async fn broken_propagation_splits_one_request_into_two_traces() {
 /// For each trace id of `answers`: which services sent spans.
 async fn services_per_trace(
     lab: &Running,
-    answers: &[Answer],
+    answers: &[Request],
     sampled_spans: usize,
 ) -> HashMap<String, HashSet<String>> {
     for answer in answers.iter().filter(|a| a.sampled) {
@@ -396,7 +325,7 @@ async fn head_sampling_keeps_or_drops_whole_traces() {
     // 25 % of 120 is 30; the bounds are 4 standard deviations away.
     assert!((11..=49).contains(&sampled), "{sampled} of 120 sampled");
 
-    let services = services_per_trace(&lab, &answers, 14).await;
+    let services = services_per_trace(&lab, &answers, lab.spans_per_request()).await;
     for answer in &answers {
         let got = services.get(&answer.trace_id).cloned().unwrap_or_default();
         if answer.sampled {
@@ -416,7 +345,7 @@ async fn independent_sampling_leaves_traces_with_holes() {
     let lab = Running::start("sampling-independent").await;
     let answers = requests(&lab.entry(), 120, 16).await;
 
-    let services = services_per_trace(&lab, &answers, 14).await;
+    let services = services_per_trace(&lab, &answers, lab.spans_per_request()).await;
     let mut rootless = 0;
     for answer in &answers {
         let got = services.get(&answer.trace_id).cloned().unwrap_or_default();
@@ -445,7 +374,7 @@ async fn independent_sampling_leaves_traces_with_holes() {
 async fn baggage_reaches_every_hop() {
     let lab = Running::start("baggage").await;
     let answer = &requests(&lab.entry(), 1, 1).await[0];
-    let spans = lab.trace(&answer.trace_id, 14).await;
+    let spans = lab.trace(&answer.trace_id, lab.spans_per_request()).await;
     for service in [ONE, TWO, THREE] {
         let server = one(&spans, service, "GET /");
         assert_eq!(
@@ -464,7 +393,7 @@ async fn tail_sampling_keeps_every_error_and_every_slow_trace() {
     let answers = requests(&lab.entry(), 60, 12).await;
     let (mut kept, mut errors, mut slow) = (0, 0, 0);
     for answer in &answers {
-        let spans = lab.trace(&answer.trace_id, 14).await;
+        let spans = lab.trace(&answer.trace_id, lab.spans_per_request()).await;
         let trace = Trace {
             id: answer.trace_id.clone(),
             spans,

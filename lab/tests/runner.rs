@@ -4,29 +4,35 @@
 // Tests fail loudly: an unwrap here is an assertion.
 #![allow(clippy::unwrap_used)]
 
-mod runner_harness;
-
 use std::time::Duration;
 
-use runner_harness::*;
+use lab::chain_file::ChainFile;
+use lab::testing::request;
+use lab::testing::runner::*;
+use lab::trace::{Format, expected_spans};
+
+/// Spans of a request for the page through the chain file `json`.
+fn html_spans(json: &str) -> usize {
+    let chain = ChainFile::parse(json).unwrap().check().unwrap();
+    expected_spans(&chain, Format::Html).total()
+}
 
 /// The tree column of each line of the waterfall of `trace_id`.
 fn waterfall_trees(waterfall: &[String]) -> Vec<String> {
     waterfall[1..]
         .iter()
-        .filter_map(|line| lab::runner::trace_view::tree_of(line))
+        .filter_map(|line| lab::runner::waterfall::tree_of(line))
         .map(str::to_string)
         .collect()
 }
 
 #[tokio::test]
 async fn the_trace_of_a_request_is_drawn_with_every_span_in_place() {
-    let chain = chain_file(
-        r#"{"hops": [
+    let json = r#"{"hops": [
           {"name": "1", "port": 0, "responseTime": 30},
           {"name": "2", "port": 0, "responseTime": 20},
-          {"name": "3", "port": 0, "responseTime": 10}]}"#,
-    );
+          {"name": "3", "port": 0, "responseTime": 10}]}"#;
+    let chain = chain_file(json);
     let mut lab = Lab::start(&["--chain", chain.path()]).await;
     let entry = lab.entry_url().await;
 
@@ -34,7 +40,7 @@ async fn the_trace_of_a_request_is_drawn_with_every_span_in_place() {
     let waterfall = lab.waterfall(&trace_id).await;
 
     assert!(
-        waterfall[0].contains("· 14 spans ·"),
+        waterfall[0].contains(&format!("· {} spans ·", html_spans(json))),
         "{}",
         waterfall.join("\n")
     );
@@ -66,13 +72,12 @@ async fn the_trace_of_a_request_is_drawn_with_every_span_in_place() {
 
 #[tokio::test]
 async fn a_four_hop_chain_file_fans_out_in_parallel() {
-    let chain = chain_file(
-        r#"{"hops": [
+    let json = r#"{"hops": [
           {"name": "gateway", "port": 0, "responseTime": 5, "calls": ["catalog", "pricing"], "callMode": "parallel"},
           {"name": "catalog", "port": 0, "responseTime": 200, "calls": []},
           {"name": "pricing", "port": 0, "responseTime": 100},
-          {"name": "stock", "port": 0, "responseTime": 100}]}"#,
-    );
+          {"name": "stock", "port": 0, "responseTime": 100}]}"#;
+    let chain = chain_file(json);
     let mut lab = Lab::start(&["--chain", chain.path()]).await;
     let entry = lab.entry_url().await;
 
@@ -81,7 +86,7 @@ async fn a_four_hop_chain_file_fans_out_in_parallel() {
 
     let trees = waterfall_trees(&waterfall);
     let text = waterfall.join("\n");
-    assert_eq!(trees.len(), 19, "{text}");
+    assert_eq!(trees.len(), html_spans(json), "{text}");
     assert_eq!(trees[0], "microservice-gateway GET /");
     let calls: Vec<usize> = trees
         .iter()
@@ -104,6 +109,49 @@ async fn a_four_hop_chain_file_fans_out_in_parallel() {
     assert!(
         a.0 < b.1 && b.0 < a.1,
         "the calls do not overlap: {a:?} {b:?}\n{text}"
+    );
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn a_callee_that_outlives_its_caller_is_drawn_late_under_it() {
+    let chain = chain_file(
+        r#"{"hops": [
+          {"name": "caller", "port": 0, "callTimeout": 100},
+          {"name": "slow", "port": 0, "responseTime": 2000}]}"#,
+    );
+    // The callee ends long after the runner drew its caller's trace.
+    let mut lab = Lab::start(&["--chain", chain.path()]).await;
+    let entry = lab.entry_url().await;
+
+    let trace_id = request(&entry).await;
+    let waterfall = lab.waterfall(&trace_id).await;
+    let late = lab.late_waterfall(&trace_id).await;
+    let (text, late_text) = (waterfall.join("\n"), late.join("\n"));
+
+    // The call that timed out names its id; the late part hangs from it.
+    let call = waterfall
+        .iter()
+        .find_map(|line| line.split("microservice-caller GET  (span ").nth(1))
+        .unwrap_or_else(|| panic!("the failed call shows no span id:\n{text}"));
+    let id = call.split(':').next().unwrap();
+    assert!(
+        call.starts_with(&format!("{id}: no callee span here)")),
+        "{text}"
+    );
+    let trees = waterfall_trees(&late);
+    assert!(
+        trees[0].starts_with(&format!(
+            "microservice-caller GET  (span {id}, drawn above)"
+        )),
+        "{text}\n{late_text}"
+    );
+    assert_eq!(trees[1], "└─ microservice-slow GET /", "{late_text}");
+    // On the trace's time scale the callee's bar runs on past its caller's.
+    let (caller, callee) = (bar_span(&late[1]), bar_span(&late[2]));
+    assert!(
+        caller.0 <= callee.0 && callee.1 > caller.1 + 10,
+        "{caller:?} {callee:?}\n{late_text}"
     );
     lab.stop().await;
 }
@@ -212,7 +260,8 @@ async fn bad_chain_files_are_refused_before_anything_starts() {
 async fn spans_also_go_to_a_collector() {
     let collector =
         lab::receiver::OtlpReceiver::start(lab::receiver::Protocol::HttpProtobuf).unwrap();
-    let chain = chain_file(r#"{"hops": [{"name": "a", "port": 0}, {"name": "b", "port": 0}]}"#);
+    let json = r#"{"hops": [{"name": "a", "port": 0}, {"name": "b", "port": 0}]}"#;
+    let chain = chain_file(json);
     let mut lab = Lab::start(&[
         "--chain",
         chain.path(),
@@ -227,7 +276,7 @@ async fn spans_also_go_to_a_collector() {
 
     let spans = collector
         .wait_until(Duration::from_secs(10), |spans| {
-            spans.iter().filter(|s| s.trace_id() == trace_id).count() >= 7
+            spans.iter().filter(|s| s.trace_id() == trace_id).count() >= html_spans(json)
         })
         .await
         .expect("the trace's spans reach the collector");

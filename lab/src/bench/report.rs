@@ -1,8 +1,155 @@
-//! The benchmark's report as a table for people.
+//! The benchmark's report: its figures, as JSON for machines and as a
+//! table for people.
 
 use std::fmt::Write as _;
 
-use crate::bench::{Report, Setting};
+use serde::Serialize;
+
+use crate::load::Summary;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub setup: Setup,
+    pub throughput: Throughput,
+    pub tracing_overhead: Overhead,
+    pub memory: Memory,
+    pub delay_fidelity: DelayFidelity,
+    pub collector_faults: CollectorFaults,
+    pub shutdown: Vec<ShutdownRun>,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Setup {
+    pub binary: String,
+    pub cpus: usize,
+    pub otlp_protocol: &'static str,
+    pub hops: usize,
+    pub connections: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    /// `--hop-env` as given, KEY=VALUE.
+    pub hop_env: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Throughput {
+    /// OTEL_TRACES_SAMPLER=always_on, exported over OTLP.
+    pub sampled: Setting,
+    /// Sampled too, asking for the JSON answer: no templates.
+    pub sampled_json: Setting,
+    /// OTEL_TRACES_SAMPLER=always_off: spans made but not recorded.
+    pub sampled_out: Setting,
+    /// OTEL_SDK_DISABLED=true.
+    pub disabled: Setting,
+    /// Sampled again, paced to half the sampled throughput.
+    pub sampled_half_capacity: Setting,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Setting {
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// CPU time of all instances per request, in microseconds: steadier on
+    /// a shared machine than requests per second.
+    pub cpu_us_per_request: f64,
+    /// Resident size of each instance after the load, KiB.
+    pub rss_after_kib: Vec<u64>,
+    pub spans: Option<SpanCount>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SpanCount {
+    pub expected: usize,
+    pub received: usize,
+    pub lost: usize,
+}
+
+impl SpanCount {
+    pub(super) fn of(expected: usize, received: usize) -> Self {
+        Self {
+            expected,
+            received,
+            lost: expected.saturating_sub(received),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Overhead {
+    /// Sampled throughput as a share of the disabled throughput.
+    pub sampled_share_of_disabled: f64,
+    /// Sampled HTML throughput as a share of sampled JSON throughput: what
+    /// rendering the page costs.
+    pub html_share_of_json: f64,
+    pub sampled_out_share_of_disabled: f64,
+    /// Extra CPU per request when sampled, over disabled, in microseconds.
+    pub sampled_extra_cpu_us_per_request: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Memory {
+    /// Resident size of each instance before any request, KiB.
+    pub idle_kib: Vec<u64>,
+    /// After the sampled load of mode 1, KiB.
+    pub after_load_kib: Vec<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DelayFidelity {
+    pub configured_ms: Vec<u64>,
+    pub requests: usize,
+    pub p50_overshoot_ms: f64,
+    pub p95_overshoot_ms: f64,
+    pub p99_overshoot_ms: f64,
+    pub max_overshoot_ms: f64,
+    pub non_2xx: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CollectorFaults {
+    pub rate: f64,
+    pub phases: Vec<FaultPhase>,
+    /// Requests that did not answer 2xx, over all phases.
+    pub failed_requests: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FaultPhase {
+    pub phase: &'static str,
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// Largest resident size of any instance during the phase, KiB.
+    pub max_rss_kib: u64,
+    /// Spans of this phase's requests.
+    pub spans: SpanCount,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShutdownRun {
+    /// The hop that got SIGTERM (1 = entry).
+    pub hop: usize,
+    pub requests: usize,
+    pub ok: usize,
+    /// Failed because the hop had stopped: what the test causes on purpose.
+    pub failed_after_stop: usize,
+    /// Requests the stopped hop had accepted (its server span arrived).
+    pub accepted_by_hop: usize,
+    /// Of those, how many did not answer 2xx: must be 0.
+    pub accepted_but_failed: usize,
+    pub exit_ms: Option<f64>,
+    pub exit_ok: bool,
+    /// Spans of the requests that answered 2xx.
+    pub spans: SpanCount,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Target {
+    pub name: &'static str,
+    pub value: f64,
+    pub limit: String,
+    pub met: bool,
+}
 
 pub fn table(report: &Report) -> String {
     let mut out = String::new();

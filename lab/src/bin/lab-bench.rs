@@ -18,26 +18,26 @@ use lab::receiver::Protocol;
 )]
 struct Args {
     /// Instances in the chain.
-    #[arg(long, default_value_t = 3)]
-    hops: usize,
+    #[arg(long, allow_negative_numbers = true, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    hops: u16,
     /// Concurrent keep-alive connections of the load generator.
-    #[arg(long, default_value_t = 16)]
-    connections: usize,
+    #[arg(long, allow_negative_numbers = true, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    connections: u16,
     /// Measured seconds per throughput setting.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    #[arg(long, allow_negative_numbers = true, value_name = "SECONDS", default_value = "10", value_parser = positive_seconds)]
+    duration: Duration,
     /// Turns the measured seconds of each setting are split into.
-    #[arg(long, default_value_t = 5)]
-    rounds: usize,
+    #[arg(long, allow_negative_numbers = true, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: u16,
     /// Warm-up seconds before each measurement.
-    #[arg(long, default_value_t = 2.0)]
-    warmup: f64,
+    #[arg(long, allow_negative_numbers = true, value_name = "SECONDS", default_value = "2", value_parser = seconds)]
+    warmup: Duration,
     /// Requests of the delay-fidelity mode (at 10 per second).
-    #[arg(long, default_value_t = 400)]
-    delay_requests: usize,
+    #[arg(long, allow_negative_numbers = true, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
+    delay_requests: u32,
     /// Seconds per phase of the fault and shutdown modes.
-    #[arg(long, default_value_t = 3.0)]
-    phase: f64,
+    #[arg(long, allow_negative_numbers = true, value_name = "SECONDS", default_value = "3", value_parser = positive_seconds)]
+    phase: Duration,
     /// OTLP protocol of the instances: grpc or http/protobuf.
     #[arg(long, default_value = "http/protobuf", value_parser = parse_protocol)]
     protocol: Protocol,
@@ -88,13 +88,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let config = BenchConfig {
         templates_dir: args.templates_dir,
         protocol: args.protocol,
-        hops: args.hops.max(1),
-        connections: args.connections.max(1),
-        duration: Duration::from_secs_f64(args.duration),
-        rounds: args.rounds,
-        warmup: Duration::from_secs_f64(args.warmup),
-        phase: Duration::from_secs_f64(args.phase),
-        delay_requests: args.delay_requests.max(1),
+        hops: args.hops.into(),
+        connections: args.connections.into(),
+        duration: args.duration,
+        rounds: args.rounds.into(),
+        warmup: args.warmup,
+        phase: args.phase,
+        delay_requests: args.delay_requests as usize,
         hop_env: args.hop_env,
         ..BenchConfig::new(lab::service_binary::locate(args.service_bin, "lab-bench")?)
     };
@@ -111,10 +111,79 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(report.targets.iter().all(|t| t.met))
 }
 
+/// Longest a measured time may be: a day.
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// Seconds, 0 or more.
+fn seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=MAX_SECONDS).contains(&value) => Ok(Duration::from_secs_f64(value)),
+        _ => Err(format!(
+            "expected seconds, 0 or more and at most {MAX_SECONDS}"
+        )),
+    }
+}
+
+/// Seconds, more than 0.
+fn positive_seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value > 0.0 && value <= MAX_SECONDS => Ok(Duration::from_secs_f64(value)),
+        _ => Err(format!(
+            "expected seconds, more than 0 and at most {MAX_SECONDS}"
+        )),
+    }
+}
+
 fn parse_protocol(value: &str) -> Result<Protocol, String> {
     match value {
         "grpc" => Ok(Protocol::Grpc),
         "http/protobuf" => Ok(Protocol::HttpProtobuf),
         other => Err(format!("{other:?}: expected grpc or http/protobuf")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(args: &[&str]) -> String {
+        let mut all = vec!["lab-bench"];
+        all.extend(args.iter().filter(|a| !a.is_empty()));
+        match Args::try_parse_from(all) {
+            Ok(parsed) => panic!("{args:?} was accepted: {parsed:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_numeric_flag_refuses_what_it_cannot_use_naming_the_flag() {
+        for (args, flag, words) in [
+            (["--duration", "-1"], "--duration", "more than 0"),
+            (["--duration", "0"], "--duration", "more than 0"),
+            (["--duration", "NaN"], "--duration", "more than 0"),
+            (["--phase", "inf"], "--phase", "at most 86400"),
+            (["--warmup", "-0.5"], "--warmup", "0 or more"),
+            (["--hops", "0"], "--hops", "not in 1.."),
+            (["--connections", "0"], "--connections", "not in 1.."),
+            (["--rounds", "0"], "--rounds", "not in 1.."),
+            (["--delay-requests", "0"], "--delay-requests", "not in 1.."),
+            (["--hops", "-3"], "--hops", ""),
+            (["--duration=-1", ""], "--duration", "more than 0"),
+        ] {
+            let message = error(&args);
+            assert!(
+                message.contains(&format!("'{flag} <")) && message.contains(words),
+                "{args:?}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_defaults_parse() {
+        let args =
+            Args::try_parse_from(["lab-bench", "--warmup", "0", "--duration", "0.5"]).unwrap();
+        assert_eq!(args.duration, Duration::from_millis(500));
+        assert_eq!(args.warmup, Duration::ZERO);
+        assert_eq!((args.hops, args.rounds), (3, 5));
     }
 }

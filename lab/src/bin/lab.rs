@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lab::chain_file::{ChainFile, Topology};
-use lab::runner::trace_view::Style;
+use lab::runner::waterfall::Style;
 use lab::runner::{self, RunnerConfig};
 
 #[derive(Debug, Parser)]
@@ -39,7 +39,7 @@ struct Args {
 
     /// Send this many requests per second to the entry on its own; their
     /// traces are counted, not drawn.
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    #[arg(long, value_name = "RATE", allow_negative_numbers = true, value_parser = parse_rate)]
     load: Option<f64>,
 
     /// Draw the traces of --load too.
@@ -134,4 +134,26 @@ fn wrap(text: &str, width: usize) -> String {
         }
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_rate_is_refused_naming_the_flag() {
+        for value in ["-1", "0", "NaN", "1001", "many"] {
+            let error = Args::try_parse_from(["lab", "--load", value])
+                .err()
+                .unwrap_or_else(|| panic!("--load {value} was accepted"))
+                .to_string();
+            assert!(
+                error.contains(&format!("invalid value '{value}' for '--load <RATE>'"))
+                    && error.contains("more than 0 and at most 1000"),
+                "{value}: {error}"
+            );
+        }
+        let args = Args::try_parse_from(["lab", "--load", "0.5"]).unwrap();
+        assert_eq!(args.load, Some(0.5));
+    }
 }

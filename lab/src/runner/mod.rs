@@ -5,8 +5,7 @@
 //! started, each flushing its spans first.
 
 pub mod forward;
-pub mod tail_sampling;
-pub mod trace_view;
+pub mod waterfall;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -20,9 +19,10 @@ use crate::chain_file::Topology;
 use crate::instance::InstanceConfig;
 use crate::load::{self, TrickleCounts};
 use crate::receiver::{OtlpReceiver, Protocol};
+use crate::trace::tail_sampling::TailSampling;
+use crate::trace::{Assembler, Trace, Verdict};
 use forward::Forwarder;
-use tail_sampling::TailSampling;
-use trace_view::{Assembler, Style, Trace, Verdict};
+use waterfall::Style;
 
 /// User agent of the runner's own load: its traces are counted, not drawn.
 pub const LOAD_USER_AGENT: &str = concat!("lab-load/", env!("CARGO_PKG_VERSION"));
@@ -96,7 +96,7 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 for trace in assembler.finished(Instant::now()) {
                     let verdict = show(&config, &trace, forwarder.as_ref(), &mut out);
-                    assembler.record(&trace.id, verdict);
+                    assembler.record(&trace, verdict);
                 }
                 if let Some(exit) = running.hops.iter_mut().enumerate().find_map(|(index, hop)| {
                     hop.exited().map(|status| (index, status))
@@ -125,7 +125,8 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         assembler.add(batch, Instant::now());
     }
     for trace in assembler.drain() {
-        show(&config, &trace, forwarder.as_ref(), &mut out);
+        let verdict = show(&config, &trace, forwarder.as_ref(), &mut out);
+        assembler.record(&trace, verdict);
     }
     if let Some(forwarder) = forwarder {
         forwarder.finish(Duration::from_secs(5)).await;
@@ -203,14 +204,24 @@ fn banner(config: &RunnerConfig, running: &Chain, receiver: &OtlpReceiver) -> St
         "\nOpen {entry_url} in a browser (or: curl -s {entry_url} >/dev/null): the trace of each request appears below.\n"
     ));
     if let Some(rate) = config.load_rate {
-        text.push_str(&format!(
-            "A load of {rate} requests/s runs in the background; its traces are counted every {} s, not drawn{}.\n",
-            LOAD_REPORT_EVERY.as_secs(),
-            if config.show_load { " (--show-load: drawn too)" } else { "" }
-        ));
+        text.push_str(&load_sentence(rate, config.show_load));
     }
     text.push_str("Ctrl-C stops the lab.\n\n");
     text
+}
+
+/// The banner's line on `--load`.
+fn load_sentence(rate: f64, show_load: bool) -> String {
+    format!(
+        "A load of {rate} request{}/s runs in the background; its traces are counted every {} s, not drawn{}.\n",
+        if rate == 1.0 { "" } else { "s" },
+        LOAD_REPORT_EVERY.as_secs(),
+        if show_load {
+            " (--show-load: drawn too)"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Draws one finished trace (unless it is the runner's own load) and
@@ -221,8 +232,8 @@ fn show(
     forwarder: Option<&Forwarder>,
     out: &mut impl std::io::Write,
 ) -> Verdict {
-    let (verdict, note) = match trace.late {
-        Some(earlier) => (earlier, None),
+    let (verdict, note) = match &trace.late {
+        Some(late) => (late.verdict, None),
         None => {
             let (kept, note) = match &config.tail_sampling {
                 Some(policies) => {
@@ -244,7 +255,7 @@ fn show(
         let _ = write!(
             out,
             "{}",
-            trace_view::render(trace, note.as_deref(), config.style)
+            waterfall::render(trace, note.as_deref(), config.style)
         );
         let _ = out.flush();
     }
@@ -309,4 +320,17 @@ fn stop_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Sen
     Box::pin(async {
         let _ = tokio::signal::ctrl_c().await;
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::load_sentence;
+
+    #[test]
+    fn one_request_per_second_is_singular() {
+        assert!(load_sentence(1.0, false).starts_with("A load of 1 request/s runs"));
+        assert!(load_sentence(2.0, false).starts_with("A load of 2 requests/s runs"));
+        assert!(load_sentence(0.5, true).starts_with("A load of 0.5 requests/s runs"));
+        assert!(load_sentence(0.5, true).contains("(--show-load: drawn too)"));
+    }
 }

@@ -5,7 +5,7 @@
 
 use lab::instance::{Instance, InstanceConfig};
 
-use crate::common::*;
+use lab::testing::*;
 
 async fn instance_with_own_templates(
     receiver: &lab::receiver::OtlpReceiver,

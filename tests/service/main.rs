@@ -1,10 +1,8 @@
-//! Integration tests: real instances of the binary on port 0, a real OTLP
-//! receiver, real HTTP.
+//! The service's integration tests: real instances of the binary on port 0,
+//! a real OTLP receiver, real HTTP. What they share is `lab::testing`.
 
 // Tests fail loudly: an unwrap here is an assertion.
 #![allow(clippy::unwrap_used)]
-
-mod common;
 
 mod bench;
 mod chain;

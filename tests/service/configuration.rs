@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use crate::common::*;
+use lab::testing::*;
 
 fn run(vars: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(binary())

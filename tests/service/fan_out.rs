@@ -3,7 +3,7 @@
 use lab::instance::Instance;
 use lab::receiver::ReceivedSpan;
 
-use crate::common::*;
+use lab::testing::*;
 
 async fn fan_out(mode: &str) -> (Vec<ReceivedSpan>, serde_json::Value) {
     let receiver = grpc_receiver();

@@ -5,7 +5,7 @@ use lab::chain::Chain;
 use lab::instance::{Instance, InstanceConfig};
 use lab::receiver::SpanKind;
 
-use crate::common::*;
+use lab::testing::*;
 
 #[tokio::test]
 async fn an_unreachable_next_hop_gives_502_naming_the_url() {

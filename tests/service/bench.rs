@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use lab::bench::{self, BenchConfig};
 
-use crate::common::*;
+use lab::testing::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_short_benchmark_run_reports_every_mode() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lab::receiver::SpanKind;
 
-use crate::common::*;
+use lab::testing::*;
 
 #[tokio::test]
 async fn a_three_hop_request_makes_one_linked_trace() {
@@ -18,7 +18,8 @@ async fn a_three_hop_request_makes_one_linked_trace() {
 
     // Per hop: server, simulated work, template load + render; a client span
     // per call.
-    let spans = trace_spans(&receiver, &trace_id, 14).await;
+    let expected = three_hop_spans();
+    let spans = trace_spans(&receiver, &trace_id, expected).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let tree = Tree::new(
         receiver
@@ -27,8 +28,8 @@ async fn a_three_hop_request_makes_one_linked_trace() {
             .filter(|s| s.trace_id() == trace_id)
             .collect(),
     );
-    assert_eq!(tree.spans.len(), 14, "{:#?}", summary(&tree.spans));
-    assert_eq!(spans.len(), 14);
+    assert_eq!(tree.spans.len(), expected, "{:#?}", summary(&tree.spans));
+    assert_eq!(spans.len(), expected);
 
     let server = |service: &str| tree.one(service, "GET /");
     let client = |service: &str| tree.one(service, "GET");

@@ -2,7 +2,7 @@
 
 use lab::instance::Instance;
 
-use crate::common::*;
+use lab::testing::*;
 
 #[tokio::test]
 async fn text_logs_carry_the_trace_id() {

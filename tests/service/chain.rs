@@ -2,7 +2,7 @@
 
 use lab::instance::Instance;
 
-use crate::common::*;
+use lab::testing::*;
 
 /// `(data-service, depth)` of every hop part, in document order.
 fn hop_parts(html: &str) -> Vec<(String, usize)> {
@@ -182,7 +182,7 @@ async fn an_incoming_traceparent_is_continued() {
 
     assert_eq!(answer.status, 200);
     assert_eq!(answer.trace_response().0, trace_id);
-    let tree = Tree::new(trace_spans(&receiver, trace_id, 14).await);
+    let tree = Tree::new(trace_spans(&receiver, trace_id, three_hop_spans()).await);
     assert_eq!(tree.one("ms-1", "GET /").parent_id(), "00f067aa0ba902b7");
     assert!(tree.spans.iter().all(|s| s.trace_id() == trace_id));
 }
@@ -201,7 +201,7 @@ async fn a_malformed_traceparent_starts_a_new_trace() {
         assert_eq!(answer.status, 200, "traceparent {malformed}");
         let (trace_id, server_span_id) = answer.trace_response();
         assert_ne!(trace_id, "0".repeat(32));
-        let tree = Tree::new(trace_spans(&receiver, &trace_id, 14).await);
+        let tree = Tree::new(trace_spans(&receiver, &trace_id, three_hop_spans()).await);
         let root = tree.one("ms-1", "GET /");
         assert_eq!(root.span_id(), server_span_id);
         assert_eq!(root.parent_id(), "", "a new trace has a root span");

@@ -8,7 +8,7 @@ use lab::chain::Chain;
 use lab::instance::Instance;
 use lab::receiver::{ReceivedSpan, SpanKind};
 
-use crate::common::*;
+use lab::testing::*;
 
 /// A next hop that fails its first `failures` requests with 500, then
 /// answers as a hop of the chain would.

@@ -1,9 +1,9 @@
-//! Running the `lab` binary as a user would, and reading what it prints.
-#![allow(dead_code)] // each test crate uses a part of it
+//! The lab runner (`lab`) run as a user runs it, and what it prints read
+//! back.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -11,55 +11,32 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
+use super::binaries::{binary, lab_bin, temp_path};
+use crate::runner::waterfall::bar_of;
+
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The service binary next to `lab`, built once per test run.
-pub fn service_bin() -> PathBuf {
-    static BUILD: Once = Once::new();
-    let lab = Path::new(env!("CARGO_BIN_EXE_lab"));
-    BUILD.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--bin",
-                "microservice",
-                "--manifest-path",
-            ])
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the service failed");
-    });
-    lab.with_file_name("microservice")
-}
+/// A chain file in the temporary directory, removed when dropped.
+pub struct TempChainFile(PathBuf);
 
-pub struct ChainFile(PathBuf);
-
-impl ChainFile {
+impl TempChainFile {
     pub fn path(&self) -> &str {
         self.0.to_str().unwrap()
     }
 }
 
-impl Drop for ChainFile {
+impl Drop for TempChainFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
 }
 
-pub fn chain_file(json: &str) -> ChainFile {
-    let path = std::env::temp_dir().join(format!(
-        "lab-chain-{}-{}.json",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+/// `json` written to a chain file of its own.
+pub fn chain_file(json: &str) -> TempChainFile {
+    let path = temp_path("lab-chain").with_extension("json");
     std::fs::write(&path, json).unwrap();
-    ChainFile(path)
+    TempChainFile(path)
 }
-
-static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A running `lab` with everything it printed (stdout and stderr, in the
 /// order they were read).
@@ -70,11 +47,10 @@ pub struct Lab {
 
 impl Lab {
     pub async fn start(args: &[&str]) -> Self {
-        let service = service_bin();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lab"))
+        let mut child = Command::new(lab_bin())
             .args(args)
             .arg("--service-bin")
-            .arg(&service)
+            .arg(binary())
             .env_remove("CARGO")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -125,9 +101,23 @@ impl Lab {
     /// The lines of the waterfall of `trace_id`: the header, then a line
     /// per span.
     pub async fn waterfall(&self, trace_id: &str) -> Vec<String> {
+        self.block(trace_id, "waterfall", |_| true).await
+    }
+
+    /// The lines of the late part of `trace_id`, drawn after its waterfall.
+    pub async fn late_waterfall(&self, trace_id: &str) -> Vec<String> {
+        self.block(trace_id, "late waterfall", |header| {
+            header.contains(" · late: ")
+        })
+        .await
+    }
+
+    async fn block(&self, trace_id: &str, what: &str, pick: impl Fn(&str) -> bool) -> Vec<String> {
         let header = format!("trace {trace_id} ");
-        self.wait_for("waterfall", |lines| {
-            let start = lines.iter().position(|l| l.starts_with(&header))?;
+        self.wait_for(what, |lines| {
+            let start = lines
+                .iter()
+                .position(|l| l.starts_with(&header) && pick(l))?;
             let length = lines[start..].iter().position(String::is_empty)?;
             Some(lines[start..start + length].to_vec())
         })
@@ -165,16 +155,6 @@ async fn collect(stream: impl AsyncRead + Unpin, into: Arc<Mutex<Vec<String>>>) 
     }
 }
 
-/// One request to `url`; the trace id from its `traceresponse` header.
-pub async fn request(url: &str) -> String {
-    let response = reqwest::get(url).await.expect("the entry answers");
-    let value = response.headers()["traceresponse"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    value.split('-').nth(1).unwrap().to_string()
-}
-
 /// Processes whose parent is `pid`.
 pub fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -193,17 +173,10 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 }
 
 pub fn free_port() -> u16 {
-    lab::instance::unused_local_addr().port()
+    crate::instance::unused_local_addr().port()
 }
 
 /// Columns of the bar that a span line fills: (first, last + 1).
 pub fn bar_span(line: &str) -> (usize, usize) {
-    let bar: Vec<char> = line
-        .chars()
-        .skip(13)
-        .take(lab::runner::trace_view::BAR_WIDTH)
-        .collect();
-    let first = bar.iter().position(|c| *c == '█').expect("a bar");
-    let last = bar.iter().rposition(|c| *c == '█').expect("a bar");
-    (first, last + 1)
+    bar_of(line).expect("a bar")
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use lab::instance::{Instance, InstanceConfig};
 use lab::receiver::{OtlpReceiver, Protocol};
 
-use crate::common::*;
+use lab::testing::*;
 
 fn without_collector(addr: std::net::SocketAddr, protocol: Protocol) -> InstanceConfig {
     InstanceConfig::new()

@@ -1,4 +1,4 @@
-//! Tail sampling as the runner plays it: the policies of the collector's
+//! Tail sampling as the lab plays it: the policies of the collector's
 //! `tail_sampling` processor (opentelemetry-collector-contrib) that the lab's
 //! exercises use, applied to each finished trace. A trace is kept when any
 //! policy keeps it; only kept traces go on to `--otlp-endpoint`, and every
@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::trace_view::Trace;
+use super::assembly::Trace;
 
 /// The processor's settings, as an exercise gives them to the collector.
 #[derive(Debug, Clone, Deserialize)]

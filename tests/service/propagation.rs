@@ -6,8 +6,8 @@ use lab::chain::Chain;
 use lab::instance::Instance;
 use lab::receiver::SpanKind;
 
-use crate::common::*;
 use crate::spans::capture_server;
+use lab::testing::*;
 
 #[tokio::test]
 async fn a_hop_without_propagation_splits_the_trace_in_two() {
