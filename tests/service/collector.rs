@@ -86,6 +86,38 @@ async fn sigterm_right_after_a_request_still_delivers_its_spans() {
         3,
         "server, template load and render"
     );
+    assert_eq!(
+        count(&instance.stdout(), "spans flushed: every span delivered"),
+        1,
+        "{:#?}",
+        instance.stdout()
+    );
+}
+
+#[tokio::test]
+async fn shutdown_says_how_many_spans_never_reached_the_collector() {
+    let collector = lab::instance::unused_local_addr();
+    let config =
+        without_collector(collector, Protocol::HttpProtobuf).env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let mut instance = Instance::spawn(binary(), &config).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(get(instance.url(), &[]).await.status, 200);
+    }
+    instance.terminate().unwrap();
+    let status = instance.wait(Duration::from_secs(10)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+    // Two requests of server, template load and render spans each.
+    let stdout = instance.stdout();
+    assert_eq!(
+        count(
+            &stdout,
+            "6 of 6 spans could not be delivered to the collector"
+        ),
+        1,
+        "{stdout:#?}"
+    );
+    assert_eq!(count(&stdout, "spans flushed"), 0, "{stdout:#?}");
 }
 
 #[tokio::test]
