@@ -3,7 +3,9 @@
 //! what makes it an exercise:
 //!
 //! - `order`, `title`, `summary`: for listings;
-//! - `lookFor`: what the learner should find, printed when it starts;
+//! - the learner's guide (`setup`, `do`, `lookAt`, `see`, `question`,
+//!   `answer`, see [`Guide`]): printed when it starts, and rendered into
+//!   docs/exercises.md by [`doc`];
 //! - `variants`: a second way to run it, `<name>-<variant>`, as per-hop
 //!   settings over the base chain (`{"hops": {"<hop>": {"callMode": …}}}`);
 //! - `collector`: processors the collector needs (`tail_sampling`).
@@ -17,6 +19,8 @@ use serde_json::{Map, Value};
 
 use crate::chain_file::{ChainFile, Topology};
 use crate::trace::tail_sampling::TailSampling;
+
+pub mod doc;
 
 /// The checkout's `exercises/`; `LAB_EXERCISES_DIR` points elsewhere.
 pub fn directory() -> PathBuf {
@@ -36,7 +40,28 @@ struct ExerciseFile {
     variants: BTreeMap<String, VariantFile>,
     #[serde(default)]
     collector: Option<Collector>,
-    look_for: String,
+    // The guide's fields, flat in the file (serde's `flatten` does not
+    // combine with `deny_unknown_fields`).
+    setup: String,
+    #[serde(default, rename = "do")]
+    action: Option<String>,
+    look_at: LookAt,
+    see: String,
+    question: String,
+    answer: String,
+}
+
+impl ExerciseFile {
+    fn guide(&self) -> Guide {
+        Guide {
+            setup: self.setup.clone(),
+            action: self.action.clone(),
+            look_at: self.look_at.clone(),
+            see: self.see.clone(),
+            question: self.question.clone(),
+            answer: self.answer.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +70,30 @@ struct VariantFile {
     summary: String,
     /// Per hop name, the settings that differ from the base chain.
     hops: BTreeMap<String, Map<String, Value>>,
+}
+
+/// What the learner reads: in the runner, in the VM, and in docs/exercises.md.
+/// A variant shares its exercise's guide.
+#[derive(Debug, Clone)]
+pub struct Guide {
+    /// What the exercise changes in the chain.
+    pub setup: String,
+    /// What to do first (`do`), when looking at any trace is not enough.
+    pub action: Option<String>,
+    pub look_at: LookAt,
+    /// What the trace shows, wherever it is drawn.
+    pub see: String,
+    pub question: String,
+    pub answer: String,
+}
+
+/// Where to look: Grafana's (the VM and `nix run .#local`) and the
+/// terminal's (`cargo run`, which has no Grafana).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookAt {
+    pub grafana: String,
+    pub terminal: String,
 }
 
 /// What the collector must do for an exercise.
@@ -61,7 +110,9 @@ pub struct Exercise {
     pub order: (u32, u32),
     pub title: String,
     pub summary: String,
-    pub look_for: String,
+    pub guide: Guide,
+    /// The exercise a variant belongs to (its file's name); its own for the base.
+    pub base: String,
     pub topology: Topology,
     pub collector: Option<Collector>,
 }
@@ -112,12 +163,14 @@ pub fn find(dir: &Path, name: &str) -> anyhow::Result<Exercise> {
 fn read(path: &Path, name: &str) -> anyhow::Result<Vec<Exercise>> {
     let text = std::fs::read_to_string(path)?;
     let file: ExerciseFile = serde_json::from_str(&text)?;
+    let guide = file.guide();
     let mut exercises = vec![Exercise {
         name: name.to_string(),
         order: (file.order, 0),
         title: file.title.clone(),
         summary: file.summary,
-        look_for: file.look_for.clone(),
+        guide: guide.clone(),
+        base: name.to_string(),
         topology: topology(file.hops.clone())?,
         collector: file.collector.clone(),
     }];
@@ -129,7 +182,8 @@ fn read(path: &Path, name: &str) -> anyhow::Result<Vec<Exercise>> {
             order: (file.order, position as u32 + 1),
             title: format!("{} ({variant})", file.title),
             summary: settings.summary,
-            look_for: file.look_for.clone(),
+            guide: guide.clone(),
+            base: name.to_string(),
             topology: topology(hops).with_context(|| format!("variant `{variant}`"))?,
             collector: file.collector.clone(),
         });
@@ -212,6 +266,22 @@ mod tests {
         let error = find(&directory(), "nope").unwrap_err().to_string();
         assert!(
             error.contains("no exercise `nope`; there are: baseline, slow-hop"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_guide_without_its_terminal_side_is_refused() {
+        let dir = std::env::temp_dir().join(format!("lab-exercises-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = std::fs::read_to_string(directory().join("baseline.json")).unwrap();
+        let mut file: Value = serde_json::from_str(&text).unwrap();
+        file["lookAt"].as_object_mut().unwrap().remove("terminal");
+        std::fs::write(dir.join("broken.json"), file.to_string()).unwrap();
+        let error = format!("{:#}", all(&dir).unwrap_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            error.contains("broken.json") && error.contains("missing field `terminal`"),
             "{error}"
         );
     }

@@ -51,9 +51,17 @@ let
           order
           title
           summary
-          lookFor
           hops
           ;
+        # What lab-exercise prints: the Grafana side of the file's guide.
+        lookFor = builtins.concatStringsSep " " (
+          (if exercise ? do then [ "Do: ${exercise.do}" ] else [ ])
+          ++ [
+            "Look at: ${exercise.lookAt.grafana}"
+            "You should see: ${exercise.see}"
+            "Question: ${exercise.question}"
+          ]
+        );
         collector = exercise.collector or { };
         variant = null;
       };

@@ -72,9 +72,10 @@ METRICS_TIMEOUT = 120
 QUERY_TIMEOUT = 90
 STOP_GRACE = 5
 
-# The chains each Tempo runs with: the module's default, the README's four-hop
+# The chains each Tempo runs with: the module's default, the documented four-hop
 # example with fan-out (its Nix block is evaluated as written there), and the
 # exercises that break the lab on purpose in a way Tempo and Prometheus show.
+README_CHAIN_DOC = "docs/configuration.md"
 README_CHAIN_MARK = "A four-hop chain with fan-out"
 EXERCISES = ["errors", "broken-propagation"]
 CHAINS = ["default", "fan-out", *EXERCISES]
@@ -92,12 +93,12 @@ def say(message: str) -> None:
 
 
 def readme_chain_module() -> str:
-    """The Nix block of the README's fan-out example, as a module expression."""
-    text = (ROOT / "README.md").read_text()
+    """The Nix block of the documented fan-out example, as a module expression."""
+    text = (ROOT / README_CHAIN_DOC).read_text()
     at = text.find(README_CHAIN_MARK)
     match = re.compile(r"```nix\n(.*?)```", re.S).search(text, at) if at >= 0 else None
     if not match:
-        raise Failure(f"README.md has no ```nix block after {README_CHAIN_MARK!r}")
+        raise Failure(f"{README_CHAIN_DOC} has no ```nix block after {README_CHAIN_MARK!r}")
     # It names the flake input `tracing-lab`; here that is the flake's outputs.
     return f"(let tracing-lab = o; in {match.group(1)})"
 

@@ -81,7 +81,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(name)) => {
             let exercise = lab::exercises::find(&exercises_dir, name)?;
             tail_sampling = exercise.tail_sampling()?;
-            intro = Some(format!("What to look for: {}", exercise.look_for));
+            intro = Some(guide(&exercise));
             let label = format!("exercise {}: {}", exercise.name, exercise.title);
             (exercise.topology, label)
         }
@@ -92,7 +92,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     runner::run(RunnerConfig {
         chain,
         label,
-        intro: intro.map(|text| wrap(&text, 88)),
+        intro,
         binary,
         forward_to: args.otlp_endpoint,
         load_rate: args.load,
@@ -117,6 +117,26 @@ fn parse_rate(value: &str) -> Result<f64, String> {
         Ok(rate) if rate > 0.0 && rate <= 1000.0 => Ok(rate),
         _ => Err("expected requests per second, more than 0 and at most 1000".into()),
     }
+}
+
+/// What an exercise asks, as the terminal shows it: where to look in the
+/// waterfall (Grafana's version is for the VM and `nix run .#local`).
+fn guide(exercise: &lab::exercises::Exercise) -> String {
+    let guide = &exercise.guide;
+    // An empty paragraph: a blank line between the setup and the questions.
+    let mut paragraphs = vec![guide.setup.clone(), String::new()];
+    if let Some(action) = &guide.action {
+        paragraphs.push(format!("Do: {action}"));
+    }
+    paragraphs.push(format!("Look at: {}", guide.look_at.terminal));
+    paragraphs.push(format!("You should see: {}", guide.see));
+    paragraphs.push(format!("Question: {}", guide.question));
+    paragraphs.push(format!(
+        "The answer, and where to look in Grafana: docs/exercises.md, \"{}\".",
+        exercise.base
+    ));
+    let wrapped: Vec<String> = paragraphs.iter().map(|p| wrap(p, 88)).collect();
+    wrapped.join("\n")
 }
 
 /// `text` in lines of at most `width` characters, broken at spaces.
@@ -155,5 +175,28 @@ mod tests {
         }
         let args = Args::try_parse_from(["lab", "--load", "0.5"]).unwrap();
         assert_eq!(args.load, Some(0.5));
+    }
+
+    #[test]
+    fn an_exercise_starts_with_the_terminal_side_of_its_guide() {
+        let exercise =
+            lab::exercises::find(&lab::exercises::directory(), "sampling-independent").unwrap();
+        let text = guide(&exercise);
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let look_at = exercise.guide.look_at.terminal.split_whitespace();
+        assert!(
+            flat.contains(&format!(
+                "Look at: {}",
+                look_at.collect::<Vec<_>>().join(" ")
+            )),
+            "{text}"
+        );
+        assert!(!flat.contains("Explore"), "Grafana's side shown:\n{text}");
+        assert!(flat.contains("Question: "), "{text}");
+        assert!(flat.contains("docs/exercises.md, \"sampling\""), "{text}");
+        assert!(
+            text.lines().all(|line| line.chars().count() <= 88),
+            "{text}"
+        );
     }
 }
