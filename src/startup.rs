@@ -19,6 +19,7 @@ use crate::{routes, shutdown, telemetry};
 pub struct AppState {
     pub service: String,
     pub title: String,
+    pub description: Option<String>,
     pub work: SimulatedWork,
     pub downstream: Downstream,
     pub templates: Templates,
@@ -36,6 +37,7 @@ impl AppState {
         Ok(Self {
             service: settings.service_name.clone(),
             title: settings.title().to_string(),
+            description: settings.description.clone(),
             work: SimulatedWork {
                 response_time_ms: settings.response_time,
                 jitter_ms: settings.response_time_jitter,

@@ -55,6 +55,11 @@ pub struct HopSpec {
     #[serde(default)]
     #[schemars(extend("x-env" = "TITLE"))]
     pub title: Option<String>,
+    /// A sentence about the hop, shown under its title on the page and in
+    /// its JSON report; null shows none.
+    #[serde(default)]
+    #[schemars(extend("x-env" = "DESCRIPTION"))]
+    pub description: Option<String>,
     /// Port the hop listens on. 0 (the lab runner only): any free port; the
     /// NixOS lab needs a port on each hop.
     #[serde(default)]
