@@ -13,6 +13,15 @@
 //!
 //! A hop without `calls` calls the next one in the list (the last calls
 //! nobody); `"calls": []` makes it a leaf.
+//!
+//! [`HopSpec`] is the one definition of a hop. To add a hop setting: add
+//! its field here (doc comment, default, bounds, `x-env` naming the
+//! service's variable), regenerate the schema
+//! (`UPDATE_SCHEMA=1 cargo test -p lab schema`), read the variable in the
+//! service (src/configuration.rs; tests/lab/configuration.rs fails until
+//! it does, with the same default), and test what it does. The NixOS
+//! options, the hops' environments on both sides and the checks follow
+//! from the schema.
 
 use std::path::Path;
 
