@@ -21,6 +21,16 @@ pub fn generate() -> Value {
         .with(|s| s.inline_subschemas = true)
         .into_generator();
     let mut schema = generator.into_root_schema_for::<ChainFile>().to_value();
+    if let Value::Object(root) = &mut schema {
+        root.insert(
+            "$comment".to_string(),
+            Value::String(
+                "Generated from lab/src/chain_file.rs: edit the Rust types, then \
+                 `UPDATE_SCHEMA=1 cargo test -p lab schema`."
+                    .to_string(),
+            ),
+        );
+    }
     if let Some(Value::Object(sampler)) = schema.pointer_mut(&format!("{HOP_PROPERTIES}/sampler")) {
         // Which values of a setting need another one set: the rule both
         // checks (Rust and Nix) apply, from the one place that knows it.
