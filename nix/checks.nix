@@ -30,6 +30,17 @@ in
 
   eval-local = import ../nixos/tests/eval/local.nix { inherit pkgs; };
 
+  # The pure eval tests (no nixpkgs needed, also run by .ci/nix-checks): the
+  # chain corpus, the wiring logic, the backends' settings, the local lab.
+  eval-pure =
+    assert lib.all import [
+      ../nixos/tests/eval/pure-chains.nix
+      ../nixos/tests/eval/pure-topology.nix
+      ../nixos/tests/eval/pure-backends.nix
+      ../nixos/tests/eval/pure-local.nix
+    ];
+    pkgs.writeText "eval-pure" "Every pure eval test held when this check was evaluated.\n";
+
   inherit microservice;
 
   clippy = cargoCheck pkgs.clippy "clippy --offline --workspace --all-targets -- -D warnings";

@@ -138,7 +138,7 @@ in
     grafana = usesHostPorts "grafana.env";
   }
   // lib.listToAttrs (
-    map (hop: lib.nameValuePair "microservice-${hop.name}" (usesHostPorts "hops.env")) cfg.chain
+    map (hop: lib.nameValuePair (topology.serviceName hop.name) (usesHostPorts "hops.env")) cfg.chain
   );
 
   # Shown once, when the console logs in.

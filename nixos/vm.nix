@@ -14,6 +14,8 @@
     enable = true;
     # Only this host reaches the VM: whoever opens Grafana may do everything.
     grafanaAnonymousRole = "Admin";
+    # `lab-exercise <name>` switches between the exercises without a reboot.
+    specialisations.enable = true;
   };
 
   networking.hostName = "tracing-lab";

@@ -49,6 +49,10 @@ pub struct Settings {
     #[arg(long, env = "TITLE")]
     pub title: Option<String>,
 
+    /// A sentence about this hop, shown under its title and in its JSON report.
+    #[arg(long, env = "DESCRIPTION")]
+    pub description: Option<String>,
+
     /// Simulated work before calling the next hop, in milliseconds.
     #[arg(long, env = "RESPONSE_TIME", default_value_t = 0, value_parser = parse_millis, allow_negative_numbers = true)]
     pub response_time: u64,

@@ -14,6 +14,8 @@ use crate::templates::Templates;
 pub struct AppState {
     pub service: String,
     pub title: String,
+    /// DESCRIPTION: a sentence the page shows under the title.
+    pub description: Option<String>,
     pub work: SimulatedWork,
     pub downstream: Downstream,
     pub templates: Templates,
@@ -31,6 +33,7 @@ impl AppState {
         Ok(Self {
             service: settings.service_name.clone(),
             title: settings.title().to_string(),
+            description: settings.description.clone(),
             work: SimulatedWork {
                 response_time_ms: settings.response_time,
                 jitter_ms: settings.response_time_jitter,

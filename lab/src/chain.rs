@@ -48,10 +48,7 @@ impl Chain {
                 .iter()
                 .filter_map(|&callee| started[callee].as_ref().map(|i| i.url().to_string()))
                 .collect();
-            let config = common
-                .clone()
-                .env("HTTP_PORT", spec.port.to_string())
-                .envs(spec.environment(&callee_urls));
+            let config = common.clone().envs(spec.environment(&callee_urls));
             match Instance::spawn(binary, &config).await {
                 Ok(instance) => started[index] = Some(instance),
                 Err(error) => {

@@ -13,76 +13,135 @@
 //!
 //! A hop without `calls` calls the next one in the list (the last calls
 //! nobody); `"calls": []` makes it a leaf.
+//!
+//! [`HopSpec`] is the one definition of a hop. To add a hop setting: add
+//! its field here (doc comment, default, bounds, `x-env` naming the
+//! service's variable), regenerate the schema
+//! (`UPDATE_SCHEMA=1 cargo test -p lab schema`), read the variable in the
+//! service (src/configuration.rs; tests/lab/configuration.rs fails until
+//! it does, with the same default), and test what it does. The NixOS
+//! options, the hops' environments on both sides and the checks follow
+//! from the schema.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Context as _;
-use serde::Deserialize;
+use schemars::JsonSchema;
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+
+mod check;
+pub mod messages;
+pub mod schema;
 
 /// The lab's default chain: the baseline exercise's.
 pub const DEFAULT_CHAIN: &str = include_str!("../../exercises/baseline.json");
 
-/// The file as written. Other top-level keys (an exercise's text, lab.json's
+/// A chain file. Other top-level keys (an exercise's text, lab.json's
 /// ports) are not the chain's business and are left alone.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(title = "Chain file of the tracing lab")]
 pub struct ChainFile {
+    /// The hops, entry first.
     pub hops: Vec<HopSpec>,
 }
 
-/// One hop, with the option names of the NixOS lab's chain.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+// The one definition of a hop: its settings, defaults, allowed values and
+// descriptions, and (`x-env`) the service's variable that carries each
+// setting. schema/chain.schema.json is generated from it, and the NixOS
+// modules build their options from that file. A setting with `x-env` is
+// passed to the service as it is (numbers as JSON numbers, strings as they
+// are, null left out); `name`, `port` and `calls` wire the chain.
+/// One hop of the chain: one instance of the microservice.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HopSpec {
+    /// Name of the hop: it runs as `microservice-<name>` (service.name and,
+    /// in the NixOS lab, systemd unit).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]+$"), extend("x-nix-required" = true))]
     pub name: String,
+    /// What the page shows for this hop; null shows the service name.
     #[serde(default)]
+    #[schemars(extend("x-env" = "TITLE"))]
     pub title: Option<String>,
-    /// 0: any free port (here only; the NixOS lab needs real ones).
+    /// A sentence about the hop, shown under its title on the page and in
+    /// its JSON report; null shows none.
     #[serde(default)]
+    #[schemars(extend("x-env" = "DESCRIPTION"))]
+    pub description: Option<String>,
+    /// Port the hop listens on. 0 (the lab runner only): any free port; the
+    /// NixOS lab needs a port on each hop.
+    #[serde(default)]
+    #[schemars(extend("x-nix-required" = true))]
     pub port: u16,
+    /// Artificial delay of each request, in milliseconds.
     #[serde(default)]
+    #[schemars(extend("x-env" = "RESPONSE_TIME"))]
     pub response_time: u64,
+    /// Uniform jitter of the delay, ± milliseconds.
     #[serde(default)]
+    #[schemars(extend("x-env" = "RESPONSE_TIME_JITTER"))]
     pub jitter: u64,
+    /// Share of requests that fail on purpose with 500.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 1), extend("x-env" = "ERROR_RATE"))]
     pub error_rate: f64,
-    /// Hop names; absent: the next hop in the list.
+    /// Names of the hops this one calls. null calls the next hop in the
+    /// list (none for the last); [] makes it a leaf.
     #[serde(default)]
     pub calls: Option<Vec<String>>,
+    /// Whether several callees are called one after the other or at once.
     #[serde(default)]
+    #[schemars(extend("x-env" = "EXTERNAL_CALL_MODE"))]
     pub call_mode: CallMode,
-    /// EXTERNAL_CALL_TIMEOUT, ms.
+    /// Milliseconds each attempt of a call may take before this hop gives
+    /// up with 504; null keeps the service's default, 10000.
     #[serde(default)]
+    #[schemars(range(min = 1), extend("x-env" = "EXTERNAL_CALL_TIMEOUT"))]
     pub call_timeout: Option<u64>,
-    /// EXTERNAL_CALL_RETRIES.
+    /// Retries of a failed call, each a CLIENT span of its own.
     #[serde(default)]
+    #[schemars(range(max = 10), extend("x-env" = "EXTERNAL_CALL_RETRIES"))]
     pub call_retries: u32,
+    /// Whether calls carry the trace context: `none` plays an
+    /// uninstrumented client, and the callees start traces of their own.
     #[serde(default)]
+    #[schemars(extend("x-env" = "PROPAGATION"))]
     pub propagation: Propagation,
-    /// BAGGAGE: `key=value,...` this hop adds.
+    /// W3C baggage entries this hop adds for the hops below it,
+    /// `key=value,...`.
     #[serde(default)]
+    #[schemars(extend("x-env" = "BAGGAGE"))]
     pub baggage: Option<String>,
-    /// OTEL_TRACES_SAMPLER and its ratio.
+    /// This hop's head sampler; null follows the caller
+    /// (`parentbased_always_on`).
     #[serde(default)]
+    #[schemars(extend("x-env" = "OTEL_TRACES_SAMPLER"))]
     pub sampler: Option<Sampler>,
+    /// The ratio of the `traceidratio` samplers.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 1), extend("x-env" = "OTEL_TRACES_SAMPLER_ARG"))]
     pub sampler_arg: Option<f64>,
 
     // What lab.json adds to each hop: where it ran in the VM.
-    #[serde(default, rename = "entry")]
+    #[serde(default, rename = "entry", skip_serializing)]
+    #[schemars(skip)]
     _entry: Option<IgnoredAny>,
-    #[serde(default, rename = "serviceName")]
+    #[serde(default, rename = "serviceName", skip_serializing)]
+    #[schemars(skip)]
     _service_name: Option<IgnoredAny>,
-    #[serde(default, rename = "unit")]
+    #[serde(default, rename = "unit", skip_serializing)]
+    #[schemars(skip)]
     _unit: Option<IgnoredAny>,
-    #[serde(default, rename = "url")]
+    #[serde(default, rename = "url", skip_serializing)]
+    #[schemars(skip)]
     _url: Option<IgnoredAny>,
-    #[serde(default, rename = "calledServices")]
+    #[serde(default, rename = "calledServices", skip_serializing)]
+    #[schemars(skip)]
     _called_services: Option<IgnoredAny>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CallMode {
     #[default]
@@ -90,7 +149,7 @@ pub enum CallMode {
     Parallel,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Propagation {
     #[default]
@@ -98,7 +157,8 @@ pub enum Propagation {
     None,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+/// The service's OTEL_TRACES_SAMPLER values.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Sampler {
     AlwaysOn,
@@ -110,18 +170,8 @@ pub enum Sampler {
 }
 
 impl Sampler {
-    fn as_str(self) -> &'static str {
-        match self {
-            Sampler::AlwaysOn => "always_on",
-            Sampler::AlwaysOff => "always_off",
-            Sampler::Traceidratio => "traceidratio",
-            Sampler::ParentbasedAlwaysOn => "parentbased_always_on",
-            Sampler::ParentbasedAlwaysOff => "parentbased_always_off",
-            Sampler::ParentbasedTraceidratio => "parentbased_traceidratio",
-        }
-    }
-
-    fn needs_ratio(self) -> bool {
+    /// Whether OTEL_TRACES_SAMPLER_ARG (samplerArg) must be set with it.
+    pub fn needs_ratio(self) -> bool {
         matches!(
             self,
             Sampler::Traceidratio | Sampler::ParentbasedTraceidratio
@@ -152,130 +202,25 @@ impl ChainFile {
             .with_context(|| format!("{}", path.display()))
     }
 
-    /// The checks the NixOS lab makes of its chain, with the same words.
+    /// The checks the NixOS lab makes of its chain, with the same words;
+    /// every problem on a line of its own.
     pub fn check(self) -> anyhow::Result<Topology> {
-        let hops = self.hops;
-        anyhow::ensure!(!hops.is_empty(), "the chain must contain at least one hop");
-        let mut by_name: HashMap<&str, usize> = HashMap::new();
-        let mut by_port: HashMap<u16, &str> = HashMap::new();
-        for (index, hop) in hops.iter().enumerate() {
-            let name = hop.name.as_str();
-            anyhow::ensure!(
-                !name.is_empty()
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
-                "hop name `{name}` must match [A-Za-z0-9_-]+"
-            );
-            anyhow::ensure!(
-                by_name.insert(name, index).is_none(),
-                "hop name `{name}` is used more than once"
-            );
-            if hop.port != 0 {
-                if let Some(other) = by_port.insert(hop.port, name) {
-                    anyhow::bail!(
-                        "port {} is used by more than one hop (`{other}` and `{name}`)",
-                        hop.port
-                    );
-                }
-            }
-            anyhow::ensure!(
-                (0.0..=1.0).contains(&hop.error_rate),
-                "hop `{name}`: errorRate {} is not between 0 and 1",
-                hop.error_rate
-            );
-            if let Some(sampler) = hop.sampler {
-                anyhow::ensure!(
-                    !sampler.needs_ratio() || hop.sampler_arg.is_some(),
-                    "hop `{name}`: sampler `{}` needs samplerArg",
-                    sampler.as_str()
-                );
-            }
-            if let Some(ratio) = hop.sampler_arg {
-                anyhow::ensure!(
-                    (0.0..=1.0).contains(&ratio),
-                    "hop `{name}`: samplerArg {ratio} is not between 0 and 1"
-                );
-            }
-        }
-        let mut calls = Vec::with_capacity(hops.len());
-        for (index, hop) in hops.iter().enumerate() {
-            let names: Vec<&str> = match &hop.calls {
-                Some(names) => names.iter().map(String::as_str).collect(),
-                None => hops
-                    .get(index + 1)
-                    .map(|next| next.name.as_str())
-                    .into_iter()
-                    .collect(),
-            };
-            let mut callees = Vec::with_capacity(names.len());
-            for callee in names {
-                anyhow::ensure!(callee != hop.name, "hop `{}` calls itself", hop.name);
-                let Some(&target) = by_name.get(callee) else {
-                    anyhow::bail!("hop `{}` calls unknown hop `{callee}`", hop.name);
-                };
-                callees.push(target);
-            }
-            calls.push(callees);
-        }
-        let start_order = callees_first(&hops, &calls)?;
-        Ok(Topology {
-            hops,
-            calls,
-            start_order,
-        })
+        let problems = check::problems(&self.hops);
+        anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
+        Ok(Topology::wire(self.hops))
     }
 }
 
-/// Every hop after the hops it calls (depth-first, post-order), or the
-/// cycle that makes that impossible, by hop names.
-fn callees_first(hops: &[HopSpec], calls: &[Vec<usize>]) -> anyhow::Result<Vec<usize>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        New,
-        Visiting,
-        Done,
+/// The names hop `index` calls: its `calls`, or else the next hop's.
+fn callee_names(hops: &[HopSpec], index: usize) -> Vec<&str> {
+    match &hops[index].calls {
+        Some(names) => names.iter().map(String::as_str).collect(),
+        None => hops
+            .get(index + 1)
+            .map(|next| next.name.as_str())
+            .into_iter()
+            .collect(),
     }
-    fn visit(
-        hop: usize,
-        calls: &[Vec<usize>],
-        marks: &mut [Mark],
-        path: &mut Vec<usize>,
-        order: &mut Vec<usize>,
-    ) -> Result<(), Vec<usize>> {
-        match marks[hop] {
-            Mark::Done => return Ok(()),
-            Mark::Visiting => {
-                let from = path.iter().position(|&h| h == hop).unwrap_or(0);
-                let mut cycle = path[from..].to_vec();
-                cycle.push(hop);
-                return Err(cycle);
-            }
-            Mark::New => {}
-        }
-        marks[hop] = Mark::Visiting;
-        path.push(hop);
-        for &callee in &calls[hop] {
-            visit(callee, calls, marks, path, order)?;
-        }
-        path.pop();
-        marks[hop] = Mark::Done;
-        order.push(hop);
-        Ok(())
-    }
-
-    let mut marks = vec![Mark::New; hops.len()];
-    let mut order = Vec::with_capacity(hops.len());
-    for hop in 0..hops.len() {
-        visit(hop, calls, &mut marks, &mut Vec::new(), &mut order).map_err(|cycle| {
-            let names: Vec<String> = cycle
-                .iter()
-                .map(|&h| format!("`{}`", hops[h].name))
-                .collect();
-            anyhow::anyhow!("hops {} form a cycle", names.join(" → "))
-        })?;
-    }
-    Ok(order)
 }
 
 impl Topology {
@@ -290,71 +235,38 @@ impl Topology {
     }
 }
 
-/// As the NixOS lab names its units and services.
+/// As the NixOS lab names its units and services (nixos/lib/topology.nix
+/// `serviceName`).
 pub fn service_name(hop: &str) -> String {
     format!("microservice-{hop}")
 }
 
 impl HopSpec {
     /// The service's environment for this hop, given where its callees
-    /// listen; where it listens and exports is the runner's business.
+    /// listen: its service name and port, its callees' URLs, and each
+    /// setting the schema gives a variable (`x-env`) that is not null.
     pub fn environment(&self, callee_urls: &[String]) -> Vec<(String, String)> {
         let mut env = vec![
             ("OTEL_SERVICE_NAME".to_string(), service_name(&self.name)),
-            ("RESPONSE_TIME".to_string(), self.response_time.to_string()),
-            ("RESPONSE_TIME_JITTER".to_string(), self.jitter.to_string()),
-            ("ERROR_RATE".to_string(), self.error_rate.to_string()),
-            (
-                "EXTERNAL_CALL_MODE".to_string(),
-                match self.call_mode {
-                    CallMode::Sequential => "sequential",
-                    CallMode::Parallel => "parallel",
-                }
-                .to_string(),
-            ),
-            (
-                "EXTERNAL_CALL_RETRIES".to_string(),
-                self.call_retries.to_string(),
-            ),
-            (
-                "PROPAGATION".to_string(),
-                match self.propagation {
-                    Propagation::W3c => "w3c",
-                    Propagation::None => "none",
-                }
-                .to_string(),
-            ),
+            ("HTTP_PORT".to_string(), self.port.to_string()),
         ];
-        let mut optional = |key: &str, value: Option<String>| {
-            if let Some(value) = value {
-                env.push((key.to_string(), value));
+        if !callee_urls.is_empty() {
+            env.push(("EXTERNAL_CALL_URL".to_string(), callee_urls.join(",")));
+        }
+        let values = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        for (setting, variable) in schema::hop_variables() {
+            if let Some(text) = values.get(setting).and_then(schema::value_text) {
+                env.push((variable.to_string(), text));
             }
-        };
-        optional("TITLE", self.title.clone());
-        optional(
-            "EXTERNAL_CALL_URL",
-            (!callee_urls.is_empty()).then(|| callee_urls.join(",")),
-        );
-        optional(
-            "EXTERNAL_CALL_TIMEOUT",
-            self.call_timeout.map(|ms| ms.to_string()),
-        );
-        optional("BAGGAGE", self.baggage.clone());
-        optional(
-            "OTEL_TRACES_SAMPLER",
-            self.sampler.map(|s| s.as_str().to_string()),
-        );
-        optional(
-            "OTEL_TRACES_SAMPLER_ARG",
-            self.sampler_arg.map(|r| r.to_string()),
-        );
+        }
         env
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn check(json: &str) -> Result<Topology, String> {
         ChainFile::parse(json)
@@ -397,49 +309,57 @@ mod tests {
         assert!(position(3) < position(2));
     }
 
+    /// tests/chains/: every file's hops give exactly its `errors`, as the
+    /// NixOS lab's eval test (nixos/tests/eval/chains.nix) demands of Nix.
     #[test]
-    fn bad_chains_are_refused_naming_the_hop() {
-        for (json, message) in [
-            (r#"{"hops": []}"#, "at least one hop"),
-            (
-                r#"{"hops": [{"name": "a", "calls": ["ghost"]}]}"#,
-                "hop `a` calls unknown hop `ghost`",
-            ),
-            (
-                r#"{"hops": [{"name": "a", "port": 1}, {"name": "b", "port": 1}]}"#,
-                "port 1 is used by more than one hop (`a` and `b`)",
-            ),
-            (
-                r#"{"hops": [{"name": "a"}, {"name": "b"}, {"name": "c", "calls": ["a"]}]}"#,
-                "hops `a` → `b` → `c` → `a` form a cycle",
-            ),
-            (
-                r#"{"hops": [{"name": "a", "calls": ["a"]}]}"#,
-                "hop `a` calls itself",
-            ),
-            (
-                r#"{"hops": [{"name": "a"}, {"name": "a"}]}"#,
-                "`a` is used more than once",
-            ),
-            (r#"{"hops": [{"name": "a b"}]}"#, "`a b` must match"),
-            (
-                r#"{"hops": [{"name": "a", "errorRate": 2}]}"#,
-                "hop `a`: errorRate 2 is not between 0 and 1",
-            ),
-            (
-                r#"{"hops": [{"name": "a", "sampler": "traceidratio"}]}"#,
-                "hop `a`: sampler `traceidratio` needs samplerArg",
-            ),
-            (
-                r#"{"hops": [{"name": "a", "reponseTime": 5}]}"#,
-                "unknown field `reponseTime`",
-            ),
-        ] {
-            let error = check(json)
-                .err()
-                .unwrap_or_else(|| panic!("{json} was accepted"));
-            assert!(error.contains(message), "{json}: {error}");
+    fn the_chain_corpus_gives_its_messages() {
+        let cases = corpus();
+        assert!(cases.len() >= 10, "{} cases", cases.len());
+        for (file, case) in cases {
+            let expected: Vec<String> = serde_json::from_value(case["errors"].clone())
+                .unwrap_or_else(|e| panic!("{file}: `errors`: {e}"));
+            let chain =
+                ChainFile::parse(&case.to_string()).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(check::problems(&chain.hops), expected, "{file}");
+            let checked = chain.check();
+            assert_eq!(checked.is_ok(), expected.is_empty(), "{file}");
+            if let Some(spans) = case.get("htmlSpans") {
+                assert!(
+                    expected.is_empty() && spans.as_u64().is_some_and(|n| n > 0),
+                    "{file}"
+                );
+            }
         }
+    }
+
+    /// Every file of tests/chains/, by name.
+    pub(crate) fn corpus() -> Vec<(String, serde_json::Value)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/chains");
+        let mut cases: Vec<(String, serde_json::Value)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "json"))
+            .map(|path| {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                (name, value)
+            })
+            .collect();
+        cases.sort_by(|a, b| a.0.cmp(&b.0));
+        cases
+    }
+
+    #[test]
+    fn a_misspelt_setting_is_refused_naming_it() {
+        let error = check(r#"{"hops": [{"name": "a", "reponseTime": 5}]}"#).unwrap_err();
+        assert!(error.contains("unknown field `reponseTime`"), "{error}");
+    }
+
+    #[test]
+    fn every_problem_is_on_a_line_of_its_own() {
+        let error = check(r#"{"hops": [{"name": "a", "calls": ["a", "b"]}]}"#).unwrap_err();
+        assert_eq!(error, "hop `a` calls unknown hop `b`\nhop `a` calls itself");
     }
 
     #[test]
@@ -472,8 +392,10 @@ mod tests {
             .environment(&["http://127.0.0.1:1/".into(), "http://127.0.0.1:2/".into()])
             .into_iter()
             .collect();
+        assert_eq!(env.len(), 14, "{env:?}");
         for (key, value) in [
             ("OTEL_SERVICE_NAME", "microservice-a"),
+            ("HTTP_PORT", "0"),
             ("TITLE", "A"),
             ("RESPONSE_TIME", "5"),
             ("RESPONSE_TIME_JITTER", "2"),
@@ -492,5 +414,29 @@ mod tests {
         ] {
             assert_eq!(env.get(key).map(String::as_str), Some(value), "{key}");
         }
+    }
+
+    #[test]
+    fn unset_settings_are_left_to_the_service() {
+        let chain = check(r#"{"hops": [{"name": "a", "port": 8080}]}"#).unwrap();
+        let mut keys: Vec<String> = chain.hops[0]
+            .environment(&[])
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "ERROR_RATE",
+                "EXTERNAL_CALL_MODE",
+                "EXTERNAL_CALL_RETRIES",
+                "HTTP_PORT",
+                "OTEL_SERVICE_NAME",
+                "PROPAGATION",
+                "RESPONSE_TIME",
+                "RESPONSE_TIME_JITTER"
+            ]
+        );
     }
 }

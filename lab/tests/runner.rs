@@ -226,7 +226,7 @@ async fn bad_chain_files_are_refused_before_anything_starts() {
         ),
         (
             r#"{"hops": [{"name": "a", "port": 9999}, {"name": "b", "port": 9999}]}"#,
-            "port 9999 is used by more than one hop (`a` and `b`)",
+            "port 9999 is used by more than one hop: `a`, `b`",
         ),
         (
             r#"{"hops": [{"name": "a", "port": 0}, {"name": "b", "port": 0, "calls": ["a"]}]}"#,

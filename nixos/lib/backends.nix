@@ -2,7 +2,7 @@
 # taking the lab's ports (and paths where a backend keeps state). The modules
 # under ../modules/tracing-lab hand them to the stock NixOS services; anything
 # else that runs the same backends can take them too. Builtins only, so
-# `nix-instantiate --eval --strict` tests it without nixpkgs (./backends-test.nix).
+# `nix-instantiate --eval --strict` tests it without nixpkgs (../tests/eval/pure-backends.nix).
 let
   inherit (import ./topology.nix) tempoDatasourceUid prometheusDatasourceUid;
 

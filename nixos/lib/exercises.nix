@@ -6,7 +6,7 @@
 #     fan-out-sequential = { ...; variant = "sequential"; }; }
 #
 # A variant is its file's chain with per-hop settings laid over it. Builtins
-# only, like ./topology.nix (tested in ./topology-test.nix).
+# only, like ./topology.nix (tested in ../tests/eval/pure-topology.nix).
 let
   inherit (builtins)
     attrNames
@@ -28,17 +28,14 @@ let
   );
   baseName = file: substring 0 (stringLength file - 5) file;
 
-  # `hops` with `settings.<hop name>` laid over the hop of that name.
+  # A variant's hops: its settings laid over its file's chain, or a throw
+  # naming the file and the variant.
   withSettings =
     where: hops: settings:
     let
-      names = map (hop: hop.name) hops;
-      missing = filter (name: !(builtins.elem name names)) (attrNames settings);
+      laid = (import ./chain-schema.nix).withSettings hops settings;
     in
-    if missing != [ ] then
-      throw "${where}: no hop `${builtins.head missing}` in the chain"
-    else
-      map (hop: hop // (settings.${hop.name} or { })) hops;
+    if laid ? error then throw "${where}: ${laid.error}" else laid.hops;
 
   read =
     file:

@@ -1,7 +1,7 @@
 # The lab as local processes, without a VM: the process-compose configuration
 # of one exercise, from the same functions the NixOS modules use
 # (./topology.nix, ./backends.nix). Builtins only, like those (tested in
-# ./local-test.nix); ../../nix/local.nix hands it the packages and files.
+# ../tests/eval/pure-local.nix); ../../nix/local.nix hands it the packages and files.
 #
 # Everything listens on 127.0.0.1 on the lab's default ports. State lives in
 # the directory that the launcher exports as TRACING_LAB_STATE, known only at
@@ -87,7 +87,7 @@ rec {
     prometheus = "prometheus";
     grafana = "grafana";
     load = "load";
-    hop = name: "microservice-${name}";
+    hop = topology.serviceName;
   };
 
   # The exercise's chain wired as the modules wire it, or a throw naming the
@@ -103,7 +103,10 @@ rec {
           inherit ports listenAddress;
         };
       in
-      if lab.errors != [ ] then throw (concatStringsSep "\n" lab.errors) else lab;
+      if lab.errors != [ ] then
+        throw "tracing-lab: exercise `${exercise}`: ${concatStringsSep "; " lab.errors}"
+      else
+        lab;
 
   collectorSettings =
     exercise:

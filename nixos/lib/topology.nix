@@ -1,11 +1,13 @@
 # The lab's pure logic: ports, URLs, the chain's wiring and each instance's
-# environment. Builtins only, so `nix-instantiate --eval --strict` can test it
-# without nixpkgs (see ./topology-test.nix).
+# environment. The hops' settings, defaults and messages come from
+# ./chain-schema.nix. Builtins only, so `nix-instantiate --eval --strict` can
+# test it without nixpkgs (see ../tests/eval/pure-topology.nix).
 let
   inherit (builtins)
     attrNames
     attrValues
     concatLists
+    concatMap
     concatStringsSep
     elem
     elemAt
@@ -28,29 +30,12 @@ let
   # Each value that occurs more than once, once.
   duplicates = list: unique (filter (x: length (filter (y: y == x) list) > 1) list);
 
-  # What a hop may leave out: the defaults of the `chain` option's hops and of
-  # the service's own settings.
-  hopDefaults = {
-    title = null;
-    responseTime = 0;
-    jitter = 0;
-    errorRate = 0;
-    calls = null;
-    callMode = "sequential";
-    callTimeout = null;
-    callRetries = 0;
-    propagation = "w3c";
-    baggage = null;
-    sampler = null;
-    samplerArg = null;
-  };
+  # What a hop may leave out, and the rest of the chain's model.
+  chainSchema = import ./chain-schema.nix;
+  hopDefaults = chainSchema.defaults;
+  inherit (chainSchema) message;
 
   exercises = import ./exercises.nix;
-  # The samplers that need a ratio (OTEL_TRACES_SAMPLER_ARG).
-  ratioSamplers = [
-    "traceidratio"
-    "parentbased_traceidratio"
-  ];
 in
 rec {
   tempoDatasourceUid = "tempo";
@@ -154,37 +139,23 @@ rec {
     in
     "http://127.0.0.1:${toString port}";
 
-  # The environment of one instance, from the values of its NixOS options.
+  # The environment of one instance, from the values of its NixOS options:
+  # where it listens and exports, whom it calls, and each hop setting the
+  # schema gives a variable.
   instanceEnvironment =
     instance:
     {
       HTTP_HOST = instance.host;
       HTTP_PORT = toString instance.port;
       OTEL_SERVICE_NAME = instance.serviceName;
-      RESPONSE_TIME = toString instance.responseTime;
-      RESPONSE_TIME_JITTER = toString instance.responseTimeJitter;
-      EXTERNAL_CALL_MODE = instance.externalCallMode;
-      ERROR_RATE = toJSON instance.errorRate;
       OTEL_EXPORTER_OTLP_PROTOCOL = instance.otlpProtocol;
     }
-    // optionalAttrs (instance.title != null) { TITLE = instance.title; }
+    // chainSchema.environment instance
     // optionalAttrs (instance.externalCallUrls != [ ]) {
       EXTERNAL_CALL_URL = concatStringsSep "," instance.externalCallUrls;
     }
     // optionalAttrs (instance.otlpEndpoint != null) {
       OTEL_EXPORTER_OTLP_ENDPOINT = instance.otlpEndpoint;
-    }
-    // optionalAttrs (instance.externalCallTimeout != null) {
-      EXTERNAL_CALL_TIMEOUT = toString instance.externalCallTimeout;
-    }
-    // optionalAttrs (instance.externalCallRetries != 0) {
-      EXTERNAL_CALL_RETRIES = toString instance.externalCallRetries;
-    }
-    // optionalAttrs (instance.propagation != "w3c") { PROPAGATION = instance.propagation; }
-    // optionalAttrs (instance.baggage != null) { BAGGAGE = instance.baggage; }
-    // optionalAttrs (instance.sampler != null) { OTEL_TRACES_SAMPLER = instance.sampler; }
-    // optionalAttrs (instance.samplerArg != null) {
-      OTEL_TRACES_SAMPLER_ARG = toJSON instance.samplerArg;
     }
     // optionalAttrs (instance.traceLink != null) { TRACE_LINK = instance.traceLink; }
     // instance.environment;
@@ -263,37 +234,58 @@ rec {
       known = filter (name: byName ? ${name});
       url = hop: "http://127.0.0.1:${toString hop.port}/";
 
-      chainError = text: "services.tracing-lab.chain: ${text}";
       callErrors =
         i: hop:
         let
           calls = callsOf i hop;
           unknown = filter (name: !(byName ? ${name})) calls;
         in
-        map (name: chainError "hop `${hop.name}` calls unknown hop `${name}`.") unknown
-        ++ optional (elem hop.name calls) (chainError "hop `${hop.name}` calls itself.");
+        map (
+          callee:
+          message "unknownCallee" {
+            hop = hop.name;
+            inherit callee;
+          }
+        ) unknown
+        ++ optional (elem hop.name calls) (message "callsItself" { hop = hop.name; });
 
       portClash =
         hop: taken:
-        chainError "hop `${hop.name}` is on port ${toString hop.port}, which ${taken.owner} takes.";
+        message "portTaken" {
+          hop = hop.name;
+          port = toString hop.port;
+          inherit (taken) owner;
+        };
 
+      # In the lab runner's order (lab/src/chain_file/check.rs), with the
+      # words of ../../schema/chain-messages.json; tests/chains/ holds both.
       errors = concatLists [
-        (optional (hs == [ ]) (chainError "it must contain at least one hop."))
-        (map (name: chainError "hop name `${name}` is used more than once.") (duplicates names))
-        (map (name: chainError "hop name `${name}` must match [A-Za-z0-9_-]+.") (
-          filter (name: match "[A-Za-z0-9_-]+" name == null) names
-        ))
-        (map (port: chainError "port ${toString port} is used by more than one hop.") (duplicates hopPorts))
+        (optional (hs == [ ]) (message "emptyChain" { }))
+        (map (name: message "duplicateName" { hop = name; }) (duplicates names))
+        (map (
+          name:
+          message "badName" {
+            hop = name;
+            pattern = chainSchema.namePattern;
+          }
+        ) (filter (name: match chainSchema.namePattern name == null) names))
+        # Port 0 (any free port, for the lab runner) is never a clash.
+        (map (
+          port:
+          message "duplicatePort" {
+            port = toString port;
+            hops = chainSchema.hopList ", " (map (hop: hop.name) (filter (hop: hop.port == port) hs));
+          }
+        ) (duplicates (filter (port: port != 0) hopPorts)))
         (concatLists (
           map (hop: map (portClash hop) (filter (taken: taken.port == hop.port) componentPorts)) hs
         ))
+        (concatMap chainSchema.boundProblems hs)
+        (concatMap (
+          hop: map (chainSchema.requirementProblem hop.name) (chainSchema.unmetRequirements hop)
+        ) hs)
         (concatLists (imap0 callErrors hs))
-        (optional (cycle != null) (
-          chainError "hops ${concatStringsSep " → " (map (name: "`${name}`") cycle)} form a cycle."
-        ))
-        (map (hop: chainError "hop `${hop.name}`: sampler `${hop.sampler}` needs samplerArg.") (
-          filter (hop: elem hop.sampler ratioSamplers && hop.samplerArg == null) hs
-        ))
+        (optional (cycle != null) (message "cycle" { cycle = chainSchema.hopList " → " cycle; }))
       ];
 
       # The first cycle of calls, as the hop names along it (first one last
@@ -327,34 +319,23 @@ rec {
         else
           foldl' (found: name: if found != null then found else from [ name ]) null names;
 
-      instance = i: hop: {
-        host = if i == 0 then listenAddress else "127.0.0.1";
-        inherit (hop)
-          port
-          title
-          responseTime
-          errorRate
-          ;
-        responseTimeJitter = hop.jitter;
-        externalCallUrls = map (name: url byName.${name}) (known (callsOf i hop));
-        externalCallMode = hop.callMode;
-        externalCallTimeout = hop.callTimeout;
-        externalCallRetries = hop.callRetries;
-        inherit (hop)
-          propagation
-          baggage
-          sampler
-          samplerArg
-          ;
-        otlpEndpoint = otlpEndpoint {
-          protocol = otlpProtocol;
-          inherit ports;
+      instance =
+        i: hop:
+        # The hop's settings as they are: the instance options carry the same names.
+        builtins.intersectAttrs chainSchema.variables hop
+        // {
+          host = if i == 0 then listenAddress else "127.0.0.1";
+          inherit (hop) port;
+          externalCallUrls = map (name: url byName.${name}) (known (callsOf i hop));
+          otlpEndpoint = otlpEndpoint {
+            protocol = otlpProtocol;
+            inherit ports;
+          };
+          inherit otlpProtocol;
+          traceLink = traceLink grafanaUrl;
+          # Export every second rather than every five: spans show up while you look.
+          environment.OTEL_BSP_SCHEDULE_DELAY = "1000";
         };
-        inherit otlpProtocol;
-        traceLink = traceLink grafanaUrl;
-        # Export every second rather than every five: spans show up while you look.
-        environment.OTEL_BSP_SCHEDULE_DELAY = "1000";
-      };
     in
     {
       inherit errors;
@@ -370,29 +351,18 @@ rec {
         # Each hop in the shape of the `chain` option (so the file is also a
         # chain description `cargo run -- --chain` can run), with `calls`
         # spelled out, plus what the hop becomes on this system.
-        hops = imap0 (i: hop: {
-          inherit (hop)
-            name
-            title
-            port
-            responseTime
-            jitter
-            errorRate
-            callMode
-            callTimeout
-            callRetries
-            propagation
-            baggage
-            sampler
-            samplerArg
-            ;
-          calls = known (callsOf i hop);
-          entry = i == 0;
-          serviceName = serviceName hop.name;
-          unit = "microservice-${hop.name}.service";
-          url = url hop;
-          calledServices = map serviceName (known (callsOf i hop));
-        }) hs;
+        hops = imap0 (
+          i: hop:
+          builtins.intersectAttrs chainSchema.properties hop
+          // {
+            calls = known (callsOf i hop);
+            entry = i == 0;
+            serviceName = serviceName hop.name;
+            unit = "${serviceName hop.name}.service";
+            url = url hop;
+            calledServices = map serviceName (known (callsOf i hop));
+          }
+        ) hs;
         ports = ports // fixedPorts;
         inherit
           listenAddress

@@ -11,24 +11,15 @@ let
   cfg = config.services.microservice;
   enabledInstances = lib.filterAttrs (_: instance: instance.enable) cfg.instances;
 
-  # OTEL_TRACES_SAMPLER values of the service (src/configuration.rs, SamplerKind).
-  samplers = [
-    "always_on"
-    "always_off"
-    "traceidratio"
-    "parentbased_always_on"
-    "parentbased_always_off"
-    "parentbased_traceidratio"
-  ];
-  ratioSamplers = [
-    "traceidratio"
-    "parentbased_traceidratio"
-  ];
+  chainSchema = import ../lib/chain-schema.nix;
+  hopOptions = import ../lib/hop-options.nix { inherit lib; };
 
   instanceModule =
     { name, ... }:
     {
-      options = {
+      # The hop settings (responseTime, callMode, sampler, ...) as the chain's
+      # schema defines them, and what only an instance has.
+      options = hopOptions.settingOptions // {
         enable = lib.mkEnableOption "this microservice instance" // {
           default = true;
         };
@@ -60,25 +51,6 @@ let
           description = "Port to listen on (`HTTP_PORT`).";
         };
 
-        title = mkOption {
-          type = types.nullOr types.str;
-          default = null;
-          example = "Checkout";
-          description = "What the page shows for this hop (`TITLE`); `null` shows the service name.";
-        };
-
-        responseTime = mkOption {
-          type = types.ints.unsigned;
-          default = 0;
-          description = "Artificial delay of each request in milliseconds (`RESPONSE_TIME`).";
-        };
-
-        responseTimeJitter = mkOption {
-          type = types.ints.unsigned;
-          default = 0;
-          description = "Uniform jitter of the delay, ± milliseconds (`RESPONSE_TIME_JITTER`).";
-        };
-
         externalCallUrls = mkOption {
           type = types.listOf types.str;
           default = [ ];
@@ -87,62 +59,6 @@ let
             "http://127.0.0.1:8082/"
           ];
           description = "The next hops; several URLs fan out (`EXTERNAL_CALL_URL`).";
-        };
-
-        externalCallMode = mkOption {
-          type = types.enum [
-            "sequential"
-            "parallel"
-          ];
-          default = "sequential";
-          description = "Whether several next hops are called one after the other or at once (`EXTERNAL_CALL_MODE`).";
-        };
-
-        externalCallTimeout = mkOption {
-          type = types.nullOr types.ints.positive;
-          default = null;
-          example = 200;
-          description = ''
-            Milliseconds each attempt of a call to a next hop may take before
-            this hop gives up with 504 (`EXTERNAL_CALL_TIMEOUT`); `null` keeps
-            the service's default, 10000.
-          '';
-        };
-
-        externalCallRetries = mkOption {
-          type = types.ints.between 0 10;
-          default = 0;
-          description = ''
-            Retries of a failed call to a next hop, each a CLIENT span of its
-            own (`EXTERNAL_CALL_RETRIES`).
-          '';
-        };
-
-        propagation = mkOption {
-          type = types.enum [
-            "w3c"
-            "none"
-          ];
-          default = "w3c";
-          description = ''
-            Whether calls to the next hops carry the trace context
-            (`PROPAGATION`): `none` plays an uninstrumented HTTP client, and
-            the next hop starts a trace of its own.
-          '';
-        };
-
-        baggage = mkOption {
-          type = types.nullOr types.str;
-          default = null;
-          example = "lab.customer=alice";
-          description = "W3C baggage entries this hop adds, `key=value,...` (`BAGGAGE`).";
-        };
-
-        errorRate = mkOption {
-          type = types.numbers.between 0 1;
-          default = 0;
-          example = lib.literalExpression "0.05";
-          description = "Share of requests that fail on purpose with 500 (`ERROR_RATE`).";
         };
 
         otlpEndpoint = mkOption {
@@ -163,25 +79,6 @@ let
           ];
           default = "http/protobuf";
           description = "OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).";
-        };
-
-        sampler = mkOption {
-          # The values the service accepts; anything else stops it with exit code 2.
-          type = types.nullOr (types.enum samplers);
-          default = null;
-          example = "parentbased_traceidratio";
-          description = ''
-            Trace sampler (`OTEL_TRACES_SAMPLER`); the `traceidratio` samplers
-            need {option}`samplerArg`. `null` keeps the SDK's default,
-            `parentbased_always_on`.
-          '';
-        };
-
-        samplerArg = mkOption {
-          type = types.nullOr (types.numbers.between 0 1);
-          default = null;
-          example = lib.literalExpression "0.25";
-          description = "The ratio of the `traceidratio` samplers (`OTEL_TRACES_SAMPLER_ARG`).";
         };
 
         traceLink = mkOption {
@@ -222,6 +119,7 @@ in
           port = 8080;
           responseTime = 20;
           externalCallUrls = [ "http://127.0.0.1:8081/" ];
+          callTimeout = 200;
         };
         back.port = 8081;
       }
@@ -244,13 +142,17 @@ in
           message = "services.microservice.instances: two enabled instances use the same port.";
         }
       ]
-      # The service refuses to start (exit code 2) without the ratio.
-      ++ lib.mapAttrsToList (name: instance: {
-        assertion =
-          lib.elem instance.sampler ratioSamplers
-          -> (instance.samplerArg != null || instance.environment ? OTEL_TRACES_SAMPLER_ARG);
-        message = "services.microservice.instances.${name}: sampler `${toString instance.sampler}` needs samplerArg.";
-      }) enabledInstances;
+      # A setting that needs another (a ratio sampler its ratio): the service
+      # refuses to start without it (exit code 2).
+      ++ lib.concatLists (
+        lib.mapAttrsToList (
+          name: instance:
+          map (unmet: {
+            assertion = instance.environment ? ${chainSchema.variables.${unmet.required}};
+            message = "services.microservice.instances: ${chainSchema.requirementProblem name unmet}";
+          }) (chainSchema.unmetRequirements instance)
+        ) enabledInstances
+      );
 
     networking.firewall.allowedTCPPorts = lib.concatMap (
       instance: lib.optional instance.openFirewall instance.port
@@ -258,7 +160,7 @@ in
 
     systemd.services = lib.mapAttrs' (
       name: instance:
-      lib.nameValuePair "microservice-${name}" {
+      lib.nameValuePair (topology.serviceName name) {
         description = "Tracing lab microservice ${instance.serviceName}";
         wantedBy = [ "multi-user.target" ];
         after = [ "network.target" ];

@@ -18,11 +18,14 @@ pkgs.testers.runNixOSTest {
         # As in the `nix run` VM; the script reads Grafana's data sources through its API.
         grafanaAnonymousRole = "Admin";
         # The exercises whose signatures the script checks.
-        exerciseSpecialisations = [
-          "broken-propagation"
-          "errors"
-          "tail-sampling"
-        ];
+        specialisations = {
+          enable = true;
+          exercises = [
+            "broken-propagation"
+            "errors"
+            "tail-sampling"
+          ];
+        };
       };
 
       virtualisation = {

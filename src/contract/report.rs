@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub struct HopReport {
     pub service: String,
     pub title: String,
+    /// DESCRIPTION, when the hop has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// Configured RESPONSE_TIME.
     pub response_time_ms: u64,
     pub response_time_jitter_ms: u64,

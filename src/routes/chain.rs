@@ -193,6 +193,7 @@ fn report(state: &AppState, visit: &Visit) -> HopReport {
     HopReport {
         service: state.service.clone(),
         title: state.title.clone(),
+        description: state.description.clone(),
         response_time_ms: state.work.response_time_ms,
         response_time_jitter_ms: state.work.jitter_ms,
         delay_ms: visit.delay.as_millis() as u64,
@@ -238,6 +239,7 @@ fn hop_view(state: &AppState, visit: &Visit) -> Value {
     context! {
         service => &state.service,
         title => &state.title,
+        description => &state.description,
         status => status.as_u16(),
         reason => status.canonical_reason(),
         ok => status.is_success(),

@@ -268,3 +268,44 @@ async fn probes_answer() {
         (200, "ready\n")
     );
 }
+
+/// A hop setting goes from its one definition (lab's `HopSpec`, from which
+/// the schema and the NixOS options derive) through the hop's environment
+/// to the service: here the description, on the page and in the report.
+#[tokio::test]
+async fn a_hops_description_from_its_chain_file_is_on_its_page() {
+    let receiver = grpc_receiver();
+    let chain = lab::chain_file::ChainFile::parse(
+        r#"{"hops": [{"name": "a", "description": "Looks up <stock> levels"}]}"#,
+    )
+    .and_then(lab::chain_file::ChainFile::check)
+    .unwrap();
+    let config = common(&receiver).envs(chain.hops[0].environment(&[]));
+    let instance = Instance::spawn(binary(), &config).await.unwrap();
+
+    let page = get(instance.url(), &[]).await;
+    assert!(
+        page.body
+            .contains(r#"<p class="description">Looks up &lt;stock&gt; levels</p>"#),
+        "{}",
+        page.body
+    );
+    let json = get_json(instance.url()).await.json();
+    assert_eq!(json["description"], "Looks up <stock> levels");
+
+    // Without one, neither shows it.
+    let plain = Instance::spawn(binary(), &common(&receiver)).await.unwrap();
+    assert!(
+        !get(plain.url(), &[])
+            .await
+            .body
+            .contains(r#"class="description""#)
+    );
+    assert!(
+        get_json(plain.url())
+            .await
+            .json()
+            .get("description")
+            .is_none()
+    );
+}

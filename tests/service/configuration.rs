@@ -246,3 +246,41 @@ fn help_lists_every_variable_with_its_default() {
     assert!(help.contains("[default: 8080]"));
     assert!(help.contains("[default: 16]"));
 }
+
+/// Every hop setting of the chain's schema (schema/chain.schema.json, from
+/// lab's `HopSpec`) is a variable of the service, with the schema's default
+/// and allowed values: a hop that leaves a setting out and one that writes
+/// its default behave alike, in the lab runner and in the NixOS lab.
+#[test]
+fn the_chain_schemas_settings_are_the_services() {
+    use clap::CommandFactory;
+    use lab::chain_file::schema;
+
+    let command = microservice::configuration::Settings::command();
+    for (setting, variable) in schema::hop_variables() {
+        let arg = command
+            .get_arguments()
+            .find(|arg| arg.get_env().is_some_and(|env| env == variable))
+            .unwrap_or_else(|| panic!("{setting}: the service reads no {variable}"));
+        let property = &schema::hop_properties()[setting];
+        if let Some(default) = property.get("default").and_then(schema::value_text) {
+            let service: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(service, [default], "{setting} ({variable}): default");
+        }
+        if let Some(values) = property.get("enum").and_then(|e| e.as_array()) {
+            let mut schema: Vec<&str> = values.iter().filter_map(|v| v.as_str()).collect();
+            let mut service: Vec<String> = arg
+                .get_possible_values()
+                .iter()
+                .map(|v| v.get_name().to_string())
+                .collect();
+            schema.sort();
+            service.sort();
+            assert_eq!(service, schema, "{setting} ({variable}): allowed values");
+        }
+    }
+}

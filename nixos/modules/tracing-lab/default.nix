@@ -22,118 +22,8 @@ let
     inherit (cfg) ports;
   };
 
-  hopModule = {
-    options = {
-      name = mkOption {
-        type = types.str;
-        example = "checkout";
-        description = ''
-          Name of the hop: it runs as `microservice-<name>.service` with
-          `service.name` `microservice-<name>`.
-        '';
-      };
-
-      title = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        description = "What the page shows for this hop; `null` shows the service name.";
-      };
-
-      port = mkOption {
-        type = types.port;
-        description = "Port the hop listens on.";
-      };
-
-      responseTime = mkOption {
-        type = types.ints.unsigned;
-        default = 0;
-        description = "Artificial delay in milliseconds.";
-      };
-
-      jitter = mkOption {
-        type = types.ints.unsigned;
-        default = 0;
-        description = "± milliseconds of uniform jitter on the delay.";
-      };
-
-      errorRate = mkOption {
-        type = types.numbers.between 0 1;
-        default = 0;
-        description = "Share of requests that fail on purpose.";
-      };
-
-      calls = mkOption {
-        type = types.nullOr (types.listOf types.str);
-        default = null;
-        example = [
-          "catalog"
-          "pricing"
-        ];
-        description = ''
-          Names of the hops this one calls. `null` calls the next hop in the
-          list (none for the last); `[ ]` makes it a leaf.
-        '';
-      };
-
-      callMode = mkOption {
-        type = types.enum [
-          "sequential"
-          "parallel"
-        ];
-        default = "sequential";
-        description = "Whether several callees are called one after the other or at once.";
-      };
-
-      callTimeout = mkOption {
-        type = types.nullOr types.ints.positive;
-        default = null;
-        description = "Milliseconds an attempt of a call may take (then 504); `null`: the service's 10000.";
-      };
-
-      callRetries = mkOption {
-        type = types.ints.between 0 10;
-        default = 0;
-        description = "Retries of a failed call, each a CLIENT span of its own.";
-      };
-
-      propagation = mkOption {
-        type = types.enum [
-          "w3c"
-          "none"
-        ];
-        default = "w3c";
-        description = "`none`: calls carry no trace context, and the callees start traces of their own.";
-      };
-
-      baggage = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "lab.customer=alice";
-        description = "W3C baggage entries this hop adds for the hops below it, `key=value,...`.";
-      };
-
-      sampler = mkOption {
-        type = types.nullOr (
-          types.enum [
-            "always_on"
-            "always_off"
-            "traceidratio"
-            "parentbased_always_on"
-            "parentbased_always_off"
-            "parentbased_traceidratio"
-          ]
-        );
-        default = null;
-        description = "This hop's head sampler; `null`: follow the caller (`parentbased_always_on`).";
-      };
-
-      samplerArg = mkOption {
-        type = types.nullOr (types.numbers.between 0 1);
-        default = null;
-        description = "The ratio of the `traceidratio` samplers.";
-      };
-    };
-  };
+  # A hop's options, from the chain's schema (schema/chain.schema.json).
+  hopModule.options = (import ../../lib/hop-options.nix { inherit lib; }).hopOptions;
 
   portOption =
     name: what:
@@ -253,7 +143,7 @@ in
   config = lib.mkIf cfg.enable {
     assertions = map (message: {
       assertion = false;
-      inherit message;
+      message = "services.tracing-lab.chain: ${message}";
     }) lab.errors;
 
     services.microservice.instances = lab.instances;
@@ -261,7 +151,7 @@ in
     # Started after the collector so that the first spans are not refused.
     systemd.services = lib.mapAttrs' (
       name: _:
-      lib.nameValuePair "microservice-${name}" {
+      lib.nameValuePair (topology.serviceName name) {
         wants = [ "opentelemetry-collector.service" ];
         after = [ "opentelemetry-collector.service" ];
       }

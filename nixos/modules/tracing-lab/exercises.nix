@@ -1,5 +1,6 @@
 # The exercises (exercises/*.json, read by ../../lib/exercises.nix): the one
-# the system boots with, every other one as a specialisation, and
+# the system boots with, the others as specialisations when asked for (the
+# lab VM does; a host importing the module builds only its own system), and
 # `lab-exercise`, which lists them and switches between them.
 {
   config,
@@ -61,6 +62,16 @@ let
         system=$booted
       elif [[ -e $booted/specialisation/$name ]]; then
         system=$booted/specialisation/$name
+      elif grep -q "^$name"$'\t' <<'EOF'
+      ${table}EOF
+      then
+        ${
+          if cfg.specialisations.enable then
+            ''echo "lab-exercise: \`$name\` is not built into this system; add it to services.tracing-lab.specialisations.exercises and rebuild." >&2''
+          else
+            ''echo "lab-exercise: this system runs \`$booted_exercise\` only: the other exercises are not built into it. Set services.tracing-lab.specialisations.enable = true (or services.tracing-lab.exercise = \"$name\") and rebuild." >&2''
+        }
+        exit 2
       else
         echo "lab-exercise: no exercise \`$name\`; there are:" >&2
         list >&2
@@ -90,37 +101,51 @@ in
         The exercise the lab runs (exercises/<name>.json): its chain, unless
         {option}`services.tracing-lab.chain` is set, and what its collector
         needs (tail sampling). The others are specialisations of this system
-        (see {option}`services.tracing-lab.exerciseSpecialisations`).
+        (see {option}`services.tracing-lab.specialisations.enable`).
       '';
     };
 
-    exerciseSpecialisations = mkOption {
-      type = types.listOf (types.enum exercises.names);
-      default = exercises.names;
-      defaultText = lib.literalMD "every exercise";
-      example = [
-        "errors"
-        "broken-propagation"
-      ];
-      description = ''
-        The exercises built as specialisations of this system, which
-        `lab-exercise <name>` switches to without a reboot (the one the system
-        boots with is always there). Each is a whole system to evaluate and
-        build.
-      '';
+    specialisations = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+        example = true;
+        description = ''
+          Whether to build the other exercises as specialisations of this
+          system, which `lab-exercise <name>` switches to without a reboot.
+          Each is a whole system more to evaluate and build: the lab VM turns
+          this on, a host running the lab leaves it off and changes
+          {option}`services.tracing-lab.exercise` instead.
+        '';
+      };
+
+      exercises = mkOption {
+        type = types.listOf (types.enum exercises.names);
+        default = exercises.names;
+        defaultText = lib.literalMD "every exercise";
+        example = [
+          "errors"
+          "broken-propagation"
+        ];
+        description = ''
+          The exercises built as specialisations when
+          {option}`services.tracing-lab.specialisations.enable` is on (the one
+          the system boots with is always there).
+        '';
+      };
     };
   };
 
   config = lib.mkIf cfg.enable {
-    specialisation =
-      lib.genAttrs (lib.filter (name: name != cfg.exercise) cfg.exerciseSpecialisations)
-        (name: {
-          configuration.services.tracing-lab = {
-            exercise = lib.mkForce name;
-            # An exercise brings its chain, also over a chain of the user's own.
-            chain = lib.mkOverride 90 exercises.byName.${name}.hops;
-          };
-        });
+    specialisation = lib.mkIf cfg.specialisations.enable (
+      lib.genAttrs (lib.filter (name: name != cfg.exercise) cfg.specialisations.exercises) (name: {
+        configuration.services.tracing-lab = {
+          exercise = lib.mkForce name;
+          # An exercise brings its chain, also over a chain of the user's own.
+          chain = lib.mkOverride 90 exercises.byName.${name}.hops;
+        };
+      })
+    );
 
     environment.systemPackages = [ lab-exercise ];
   };

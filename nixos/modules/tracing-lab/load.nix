@@ -12,6 +12,7 @@ let
   cfg = config.services.tracing-lab;
   entry = lib.head cfg.chain;
   backends = import ../../lib/backends.nix;
+  inherit (import ../../lib/topology.nix) serviceName;
   targets = pkgs.writeText "tracing-lab-load-targets" (backends.loadTargets entry.port);
 in
 {
@@ -33,8 +34,8 @@ in
     systemd.services.tracing-lab-load = {
       description = "Steady requests to the tracing lab's entry hop";
       wantedBy = [ "multi-user.target" ];
-      wants = [ "microservice-${entry.name}.service" ];
-      after = [ "microservice-${entry.name}.service" ];
+      wants = [ "${serviceName entry.name}.service" ];
+      after = [ "${serviceName entry.name}.service" ];
       serviceConfig = {
         ExecStart = lib.escapeShellArgs (
           [ (lib.getExe pkgs.vegeta) ]

@@ -9,6 +9,7 @@ let
   wiringErrors = import ./wiring-errors.nix { inherit lib; };
   topology = import ../../lib/topology.nix;
   backends = import ../../lib/backends.nix;
+  exercises = import ../../lib/exercises.nix;
 
   evaluate =
     modules:
@@ -131,6 +132,16 @@ let
         prometheus = "127.0.0.1";
         firewall = [ ];
       };
+    };
+    "the other exercises are specialisations in the VM only" = {
+      actual = map (config: lib.attrNames config.specialisation) [
+        onHost
+        lab
+      ];
+      expected = [
+        [ ]
+        (lib.sort lib.lessThan (lib.remove "baseline" exercises.names))
+      ];
     };
     "anonymous Grafana users are Viewers on a host and Admins in the VM" = {
       actual = map (config: config.services.grafana.settings."auth.anonymous".org_role) [
@@ -255,7 +266,7 @@ let
 
     "an empty chain: only the lab's own assertion fails" = {
       actual = failedAssertions empty;
-      expected = [ "services.tracing-lab.chain: it must contain at least one hop." ];
+      expected = [ "services.tracing-lab.chain: the chain must contain at least one hop" ];
     };
     "an empty chain: every value the lab sets evaluates" = {
       actual = builtins.deepSeq [
@@ -270,5 +281,5 @@ let
     };
   };
 in
-assert import ../../lib/expect.nix "eval-wiring" cases;
+assert import ./expect.nix "eval-wiring" cases;
 pkgs.writeText "eval-wiring" "Every case of nixos/tests/eval/wiring.nix held when this check was evaluated.\n"

@@ -1,8 +1,8 @@
-# Eval tests of ./local.nix, no nixpkgs needed:
-#   nix-instantiate --eval --strict nixos/lib/local-test.nix
+# Eval tests of nixos/lib/local.nix, no nixpkgs needed:
+#   nix-instantiate --eval --strict nixos/tests/eval/pure-local.nix
 # Evaluates to true, or throws naming every failing case.
 let
-  local = import ./local.nix;
+  local = import ../../lib/local.nix;
 
   bin = {
     microservice = "/bin/microservice";

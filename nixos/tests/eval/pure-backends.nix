@@ -1,9 +1,9 @@
-# Eval tests of ./backends.nix, no nixpkgs needed:
-#   nix-instantiate --eval --strict nixos/lib/backends-test.nix
+# Eval tests of nixos/lib/backends.nix, no nixpkgs needed:
+#   nix-instantiate --eval --strict nixos/tests/eval/pure-backends.nix
 # Evaluates to true, or throws naming every failing case.
 let
-  topology = import ./topology.nix;
-  backends = import ./backends.nix;
+  topology = import ../../lib/topology.nix;
+  backends = import ../../lib/backends.nix;
 
   ports = topology.defaultPorts;
   moved = ports // {
