@@ -49,6 +49,9 @@ pub struct Instance {
     url: String,
     stdout: Lines,
     stderr: Lines,
+    /// The tasks reading stdout and stderr: `wait` lets them reach the end,
+    /// so that the last lines a process wrote are there once it has exited.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Instance {
@@ -80,11 +83,16 @@ impl Instance {
         let pid = child.id().context("the instance exited at once")?;
         let (stdout, stderr): (Lines, Lines) = (Arc::default(), Arc::default());
         let (listening_tx, listening_rx) = oneshot::channel();
+        let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(collect(out, stdout.clone(), Some(listening_tx)));
+            readers.push(tokio::spawn(collect(
+                out,
+                stdout.clone(),
+                Some(listening_tx),
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(collect(err, stderr.clone(), None));
+            readers.push(tokio::spawn(collect(err, stderr.clone(), None)));
         }
         let url = tokio::select! {
             url = listening_rx => url.ok(),
@@ -113,6 +121,7 @@ impl Instance {
             url,
             stdout,
             stderr,
+            readers,
         })
     }
 
@@ -149,10 +158,15 @@ impl Instance {
 
     /// Waits for the process to exit; `None` when `timeout` passed first.
     pub async fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        tokio::time::timeout(timeout, self.child.wait())
+        let status = tokio::time::timeout(timeout, self.child.wait())
             .await
             .ok()
-            .and_then(Result::ok)
+            .and_then(Result::ok)?;
+        // Its pipes close as it exits (unless a child of its own holds them).
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+        }
+        Some(status)
     }
 
     /// Resident set size in KiB, from /proc.
