@@ -177,39 +177,20 @@ in
           RestartPreventExitStatus = 2;
           # The service flushes its spans within about 5 s of SIGTERM.
           TimeoutStopSec = 15;
-
-          # Hardening: by systemd's exposure table this rates about 1.1 (target
-          # <= 2.0). What keeps it above 0: network access (PrivateNetwork,
-          # AF_INET, no IPAddressDeny), the host's root directory, and the
-          # read-only rtc device that ProtectClock adds to DeviceAllow.
-          CapabilityBoundingSet = [ "" ];
-          DevicePolicy = "closed";
-          LockPersonality = true;
-          MemoryDenyWriteExecute = true;
-          NoNewPrivileges = true;
-          PrivateDevices = true;
+        }
+        # Hardening: by systemd's exposure table this rates about 1.1 (target
+        # <= 2.0). What keeps it above 0: network access (PrivateNetwork,
+        # AF_INET, no IPAddressDeny), the host's root directory, and the
+        # read-only rtc device that ProtectClock adds to DeviceAllow.
+        // import ../lib/hardening.nix
+        // {
           PrivateMounts = true;
-          PrivateTmp = true;
-          PrivateUsers = true;
-          ProtectClock = true;
-          ProtectControlGroups = true;
-          ProtectHome = true;
-          ProtectHostname = true;
-          ProtectKernelLogs = true;
-          ProtectKernelModules = true;
-          ProtectKernelTunables = true;
-          ProtectProc = "invisible";
-          ProtectSystem = "strict";
           RemoveIPC = true;
           RestrictAddressFamilies = [
             "AF_INET"
             "AF_INET6"
             "AF_UNIX"
           ];
-          RestrictNamespaces = true;
-          RestrictRealtime = true;
-          RestrictSUIDSGID = true;
-          SystemCallArchitectures = "native";
           SystemCallFilter = [
             "@system-service"
             "~@privileged"
