@@ -10,6 +10,7 @@ pub mod bench;
 pub mod chain;
 pub mod chain_file;
 pub mod exercises;
+pub mod generated_docs;
 pub mod instance;
 pub mod load;
 pub mod receiver;

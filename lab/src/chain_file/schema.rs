@@ -102,9 +102,78 @@ pub fn value_text(value: &Value) -> Option<String> {
     }
 }
 
+/// Where docs/configuration.md shows [`settings_table`].
+pub const DOCS_START: &str = "<!-- chain settings: generated from schema/chain.schema.json -->";
+pub const DOCS_END: &str = "<!-- chain settings: end -->";
+
+/// The hop settings as a Markdown table for the docs: key, default, the
+/// service's variable it sets, and what it means (the schema's description
+/// with its allowed values).
+pub fn settings_table() -> String {
+    let mut table = String::from("| key | default | sets | meaning |\n|---|---|---|---|\n");
+    let code = |text: &str| format!("`{text}`");
+    for (key, property) in hop_properties() {
+        let default = match property.get("default") {
+            _ if property.get("x-nix-required").is_some() => "required".to_string(),
+            None | Some(Value::Null) => "none".to_string(),
+            Some(value) => code(&value_text(value).unwrap_or_default()),
+        };
+        let variable = property
+            .get("x-env")
+            .and_then(Value::as_str)
+            .map_or("—".to_string(), code);
+        let mut meaning = property
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some(values) = property.get("enum").and_then(Value::as_array) {
+            let values: Vec<String> = values
+                .iter()
+                .filter_map(value_text)
+                .map(|v| code(&v))
+                .collect();
+            meaning.push_str(&format!(" One of {}.", values.join(", ")));
+        }
+        let bound = |name| property.get(name).and_then(value_text);
+        match (bound("minimum"), bound("maximum")) {
+            (Some(min), Some(max)) if key != "port" => {
+                meaning.push_str(&format!(" From {min} to {max}."))
+            }
+            _ => {}
+        }
+        table.push_str(&format!(
+            "| {} | {default} | {variable} | {} |\n",
+            code(key),
+            meaning.replace('|', "\\|")
+        ));
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/configuration.md's table of hop settings is rendered from the
+    /// schema (`UPDATE_DOCS=1 cargo test -p lab` rewrites it).
+    #[test]
+    fn the_docs_table_of_hop_settings_is_the_schemas() {
+        let path = crate::generated_docs::root().join("docs/configuration.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected = crate::generated_docs::with_section(
+            &text,
+            "docs/configuration.md",
+            DOCS_START,
+            DOCS_END,
+            &settings_table(),
+        )
+        .unwrap();
+        crate::generated_docs::check_committed(&path, &expected, "schema/chain.schema.json")
+            .unwrap();
+    }
 
     /// The committed schema is what the Rust types generate. To regenerate
     /// it after changing them: `UPDATE_SCHEMA=1 cargo test -p lab schema`.

@@ -38,21 +38,7 @@ pub fn readme_table(exercises: &[Exercise]) -> String {
 
 /// `readme` with the text between its markers replaced by `table`.
 pub fn with_readme_table(readme: &str, table: &str) -> anyhow::Result<String> {
-    let start = readme
-        .find(README_START)
-        .ok_or_else(|| anyhow::anyhow!("README.md has no line `{README_START}`"))?
-        + README_START.len();
-    let end = readme[start..]
-        .find(README_END)
-        .ok_or_else(|| anyhow::anyhow!("README.md has no line `{README_END}` after the start"))?
-        + start;
-    // Blank lines around the table, so that the comments cannot join it.
-    Ok(format!(
-        "{}\n\n{}\n{}",
-        &readme[..start],
-        table,
-        &readme[end..]
-    ))
+    crate::generated_docs::with_section(readme, "README.md", README_START, README_END, table)
 }
 
 /// An exercise and its variants, in the files' order.
@@ -143,29 +129,8 @@ mod tests {
 
     use super::*;
 
-    /// Compares a committed file with what it should be; rewrites it instead
-    /// under `UPDATE_DOCS=1`.
     fn check(path: &Path, expected: &str) -> Result<(), String> {
-        if std::env::var_os("UPDATE_DOCS").is_some() {
-            std::fs::write(path, expected).map_err(|e| format!("{}: {e}", path.display()))?;
-            return Ok(());
-        }
-        let committed =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if committed == expected {
-            return Ok(());
-        }
-        let line = committed
-            .lines()
-            .zip(expected.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| committed.lines().count().min(expected.lines().count()));
-        Err(format!(
-            "{} is not what exercises/*.json render (first difference at line {}); \
-             regenerate it with: UPDATE_DOCS=1 cargo test -p lab exercises_doc",
-            path.display(),
-            line + 1
-        ))
+        crate::generated_docs::check_committed(path, expected, "exercises/*.json")
     }
 
     #[test]
@@ -198,15 +163,5 @@ mod tests {
     fn a_readme_without_markers_is_named() {
         let error = with_readme_table("# Tracing lab\n", "table").unwrap_err();
         assert!(error.to_string().contains(README_START), "{error}");
-    }
-
-    #[test]
-    fn the_readme_table_replaces_only_what_is_between_the_markers() {
-        let readme = format!("before\n{README_START}\nold\n{README_END}\nafter\n");
-        let updated = with_readme_table(&readme, "new\n").unwrap();
-        assert_eq!(
-            updated,
-            format!("before\n{README_START}\n\nnew\n\n{README_END}\nafter\n")
-        );
     }
 }
