@@ -1,7 +1,7 @@
 //! Parts of the docs that are rendered from the project's data (the
 //! exercises, the chain schema), so that the text a reader sees cannot drift
 //! from what the lab runs. Tests compare the committed files with what they
-//! should be; `UPDATE_DOCS=1 cargo test -p lab` rewrites them.
+//! should be; `UPDATE_DOCS=1 cargo test` rewrites them.
 
 use std::path::{Path, PathBuf};
 
@@ -51,7 +51,7 @@ pub fn check_committed(path: &Path, expected: &str, source: &str) -> Result<(), 
         .unwrap_or_else(|| committed.lines().count().min(expected.lines().count()));
     Err(format!(
         "{} differs from its rendering of {source} (first difference at line {}); \
-         regenerate it with: UPDATE_DOCS=1 cargo test -p lab",
+         regenerate it with: UPDATE_DOCS=1 cargo test",
         path.display(),
         line + 1
     ))

@@ -284,3 +284,77 @@ fn the_chain_schemas_settings_are_the_services() {
         }
     }
 }
+
+/// docs/configuration.md's table of the service's variables is rendered
+/// from the service's own settings (what `--help` shows), so the two cannot
+/// drift (`UPDATE_DOCS=1 cargo test --test service` rewrites it).
+#[test]
+fn the_docs_table_of_variables_is_the_services() {
+    use clap::CommandFactory;
+    use lab::generated_docs::{check_committed, root, with_section};
+
+    let command = microservice::configuration::Settings::command();
+    let mut table = String::from("| variable | flag | default | meaning |\n|---|---|---|---|\n");
+    for arg in command.get_arguments() {
+        let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .filter(|v| !v.is_empty())
+            .collect();
+        // A path into this checkout (TEMPLATES_DIR) is named as such, so the
+        // table is the same in every clone.
+        let checkout = env!("CARGO_MANIFEST_DIR");
+        let default = match defaults.as_slice() {
+            [] => "none".to_string(),
+            [path] if path.starts_with(checkout) => {
+                format!(
+                    "the checkout's `{}`",
+                    path[checkout.len()..].trim_start_matches('/')
+                )
+            }
+            values => format!("`{}`", values.join(",")),
+        };
+        let help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        let mut meaning = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        let values: Vec<String> = arg
+            .get_possible_values()
+            .iter()
+            .filter(|v| !v.is_hide_set())
+            .map(|v| format!("`{}`", v.get_name()))
+            .collect();
+        if !values.is_empty()
+            && !["true", "false"]
+                .iter()
+                .all(|b| values.contains(&format!("`{b}`")))
+        {
+            if !meaning.ends_with(['.', ')', ']']) {
+                meaning.push('.');
+            }
+            meaning.push_str(&format!(" One of {}.", values.join(", ")));
+        }
+        table.push_str(&format!(
+            "| `{}` | `--{long}` | {default} | {} |\n",
+            env.to_string_lossy(),
+            meaning.replace('|', "\\|")
+        ));
+    }
+    let path = root().join("docs/configuration.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let expected = with_section(
+        &text,
+        "docs/configuration.md",
+        "<!-- service variables: generated from src/configuration.rs -->",
+        "<!-- service variables: end -->",
+        &table,
+    )
+    .unwrap();
+    check_committed(&path, &expected, "src/configuration.rs").unwrap();
+}

@@ -158,7 +158,7 @@ mod tests {
     use super::*;
 
     /// docs/configuration.md's table of hop settings is rendered from the
-    /// schema (`UPDATE_DOCS=1 cargo test -p lab` rewrites it).
+    /// schema (`UPDATE_DOCS=1 cargo test` rewrites it).
     #[test]
     fn the_docs_table_of_hop_settings_is_the_schemas() {
         let path = crate::generated_docs::root().join("docs/configuration.md");
