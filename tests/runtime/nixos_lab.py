@@ -24,7 +24,9 @@ gets backends of its own); only the hops restart between chains. So that data
 of an earlier chain cannot pass for a later one's, the default chain runs first
 on fresh backends, the metric checks wait for counters to grow past what they
 were when the chain started, and the search for the broken chain's orphans
-looks only at traces started since.
+looks only at traces started since. A dashboard query must have data for each
+of the chain's own services and edges; one that sums over all of them may see
+an earlier chain's, but it has had fresh backends with the default chain.
 
 Only these differ from the lab: state directories live in a temporary
 directory (Tempo 3's /var/tempo, which the unit maps with BindPaths, is a bind
