@@ -2,7 +2,7 @@
 # Prometheus and Grafana. The script is ./lab_checks.py (the assertions the
 # runtime test shares) followed by ./lab.py, kept as files so that CI can lint
 # and type-check them without Nix (.ci/nix-checks) and run the shared part
-# against real backends (./lab-runtime.py).
+# against real backends (tests/runtime/nixos_lab.py).
 { pkgs }:
 
 pkgs.testers.runNixOSTest {

@@ -1,4 +1,4 @@
-# What the VM test (lab.py) and the runtime test (lab-runtime.py) both assert
+# What the VM test (lab.py) and the runtime tests (tests/runtime/) both assert
 # about the lab's traces and metrics, so that the two cannot drift apart: the
 # span names a hop emits, how Tempo's answers are read, the checks on one
 # trace, and the PromQL of the service graph and the span metrics.

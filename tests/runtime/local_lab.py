@@ -12,12 +12,13 @@ Grafana, the collector and the load are not run (not available here).
 
 It starts them in the order of the configuration's depends_on, waits for each
 readiness probe it declares, fetches the entry page, and finds the request's
-trace in Tempo and the service graph in Prometheus. It also checks that every
-process listens on 127.0.0.1 only and, for Tempo 3 when run as root, that Tempo
-writes nothing under /var/tempo (an empty directory is bind-mounted there).
+trace in Tempo (every hop's spans, as many as the chain emits) and every edge of
+the chain in Prometheus' service graph. It also checks that every process
+listens on 127.0.0.1 only and, for Tempo 3 when run as root, that Tempo writes
+nothing under /var/tempo (an empty directory is bind-mounted there).
 
-    python3 nixos/tests/local-runtime.py                  # both Tempo versions
-    python3 nixos/tests/local-runtime.py --tempo 3.0.3
+    python3 tests/runtime/local_lab.py                  # both Tempo versions
+    python3 tests/runtime/local_lab.py --tempo 3.0.3
 """
 
 import argparse
@@ -26,59 +27,69 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
-TEMPO_RUNNER = SHARED / "lab-runtime" / "tempo"
-CHECK_FLAKE = SHARED / "nix-eval" / "check-flake"
-MICROSERVICE = ROOT / "target" / "debug" / "microservice"
+from support import (
+    ROOT,
+    RUNTIME,
+    TEMPO_RUNNER,
+    Failure,
+    Processes,
+    check_flake_eval,
+    checks,
+    http,
+    prometheus_binary,
+    service_binary,
+    terminated_like_interrupted,
+    trace_id_of,
+    wait_until,
+)
+
 STATE_VAR = "TRACING_LAB_STATE"
 NOT_HERE = {"otel-collector": "no collector here", "grafana": "no Grafana here", "load": "no vegeta here"}
 TEMPO_VERSIONS = ["3.0.3", "2.10.8"]
-
-
-class Failure(Exception):
-    pass
+# The exercise `nix run .#local` starts with, and its chain.
+EXERCISE = "baseline"
 
 
 def say(message: str) -> None:
-    print(f"local-runtime: {message}", flush=True)
+    print(f"local_lab: {message}", flush=True)
 
 
-def evaluate(tempo_version: str) -> dict[str, Any]:
-    """The package's configuration and settings, with nixpkgs' Tempo set to `tempo_version`."""
-    expr = f"""
-      let
-        tempo = pkgs.tempo.overrideAttrs {{
-          version = "{tempo_version}";
-          __intentionallyOverridingVersion = true;
-        }};
-        p = o.packages.x86_64-linux.lab-local.override {{ pkgs = pkgs // {{ inherit tempo; }}; }};
-      in {{
-        config = p.processCompose.baseline;
-        files = p.files.baseline;
-        inherit (p.settings) tempo prometheus;
-        bin = {{
-          tempo = lib.getExe' tempo "tempo";
-          prometheus = lib.getExe pkgs.prometheus;
-          microservice = lib.getExe o.packages.x86_64-linux.microservice;
-        }};
-      }}"""
-    proc = subprocess.run(
-        ["bash", str(CHECK_FLAKE), "--eval", expr], cwd=ROOT, capture_output=True, text=True
+def evaluate(tempo_versions: list[str]) -> dict[str, Any]:
+    """Per Tempo version: the package's configuration and settings, with nixpkgs'
+    Tempo set to that version; and the chain as lab.json describes it."""
+    per_version = " ".join(
+        f"""
+        "{version}" = let
+          tempo = pkgs.tempo.overrideAttrs {{
+            version = "{version}";
+            __intentionallyOverridingVersion = true;
+          }};
+          p = o.packages.x86_64-linux.lab-local.override {{ pkgs = pkgs // {{ inherit tempo; }}; }};
+        in {{
+          config = p.processCompose.{EXERCISE};
+          files = p.files.{EXERCISE};
+          inherit (p.settings) tempo prometheus;
+          bin = {{
+            tempo = lib.getExe' tempo "tempo";
+            prometheus = lib.getExe pkgs.prometheus;
+            microservice = lib.getExe o.packages.x86_64-linux.microservice;
+          }};
+        }};"""
+        for version in tempo_versions
     )
-    if proc.returncode != 0:
-        raise Failure(f"check-flake --eval failed:\n{proc.stderr}")
-    result: dict[str, Any] = json.loads(proc.stdout)
+    expr = f"""{{
+      versions = {{ {per_version} }};
+      # What /etc/tracing-lab/lab.json holds for this chain in the VM.
+      chain = ((import {ROOT}/nixos/lib/local.nix).chain "{EXERCISE}").summary;
+    }}"""
+    result: dict[str, Any] = check_flake_eval(expr, f"lab-local for Tempo {', '.join(tempo_versions)}")
     return result
 
 
@@ -97,32 +108,6 @@ def substitute(command: str, replacements: dict[str, str], file_replacements: di
     if "/nix/store/" in command:
         raise Failure(f"a store path is left in: {command}")
     return command
-
-
-def get(url: str, timeout: float = 3) -> tuple[int, bytes, dict[str, str]]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read(), dict(response.headers)
-    except urllib.error.HTTPError as error:
-        return error.code, error.read(), dict(error.headers)
-    except OSError:
-        return 0, b"", {}
-
-
-def wait_ready(name: str, process: dict[str, Any], proc: subprocess.Popen[bytes], timeout: float) -> float:
-    probe = process.get("readiness_probe", {}).get("http_get")
-    started = time.monotonic()
-    if probe is None:
-        return 0.0
-    url = f"{probe['scheme']}://{probe['host']}:{probe['port']}{probe['path']}"
-    while True:
-        if get(url)[0] == 200:
-            return time.monotonic() - started
-        if proc.poll() is not None:
-            raise Failure(f"{name} exited with {proc.returncode} before {url} was ready")
-        if time.monotonic() - started > timeout:
-            raise Failure(f"{name}: {url} not ready after {timeout:.0f} s")
-        time.sleep(0.5)
 
 
 def start_order(processes: dict[str, Any]) -> list[str]:
@@ -168,23 +153,16 @@ def descendants(pid: int) -> list[int]:
     return result
 
 
-def stop(name: str, proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        say(f"{name} still runs 15 s after SIGTERM; killing it")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def run(tempo_version: str, scratch: Path) -> None:
-    say(f"Tempo {tempo_version}: evaluating lab-local")
-    lab = evaluate(tempo_version)
+def run(
+    tempo_version: str, lab: dict[str, Any], hops: list[checks.Hop], prometheus_bin: str, service_bin: Path, scratch: Path
+) -> None:
     config, files, bin_ = lab["config"], lab["files"], lab["bin"]
     processes: dict[str, Any] = config["processes"]
+    services = sorted(hop["serviceName"] for hop in hops)
+    # The hops' processes are those that run as one of the chain's services.
+    hop_processes = {n for n, p in processes.items() if env_of(p).get("OTEL_SERVICE_NAME") in services}
+    if len(hop_processes) != len(hops):
+        raise Failure(f"processes {sorted(hop_processes)} run as the chain's services {services}")
     state = scratch / "state"
     for sub in ("tempo", "prometheus", "grafana"):
         (state / sub).mkdir(parents=True)
@@ -193,11 +171,10 @@ def run(tempo_version: str, scratch: Path) -> None:
     tempo_file.write_text(json.dumps(lab["tempo"]))
     prometheus_file = scratch / "prometheus.yml"
     prometheus_file.write_text(json.dumps(lab["prometheus"]))
-    prometheus_bin = shutil.which("prometheus") or "/usr/bin/prometheus"
     replacements = {
         bin_["tempo"]: f"{shlex.quote(str(TEMPO_RUNNER))} {tempo_version}",
         bin_["prometheus"]: shlex.quote(prometheus_bin),
-        bin_["microservice"]: shlex.quote(str(MICROSERVICE)),
+        bin_["microservice"]: shlex.quote(str(service_bin)),
     }
     file_replacements = {files["tempo"]: str(tempo_file), files["prometheus"]: str(prometheus_file)}
     tempo_otlp = lab["tempo"]["distributor"]["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
@@ -207,7 +184,9 @@ def run(tempo_version: str, scratch: Path) -> None:
     var_tempo.mkdir()
     watch_var_tempo = tempo_version.startswith("3.") and os.geteuid() == 0 and os.path.isdir("/var/tempo")
 
-    running: list[tuple[str, subprocess.Popen[bytes]]] = []
+    logs = Path(os.environ.get("LOCAL_RUNTIME_LOGS", str(scratch)))
+    procs = Processes(logs, grace=15)
+    started: list[str] = []
     try:
         for name in start_order(processes):
             if name in NOT_HERE:
@@ -218,70 +197,68 @@ def run(tempo_version: str, scratch: Path) -> None:
             env = dict(os.environ)
             env[STATE_VAR] = str(state)
             env.update(env_of(process))
-            if name.startswith("microservice-"):
+            if name in hop_processes:
                 env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{tempo_otlp}"
             argv = [config["shell"]["shell_command"].rsplit("/", 1)[-1], config["shell"]["shell_argument"], command]
             if name == "tempo" and watch_var_tempo:
                 argv = [
                     "unshare", "--mount", "--propagation", "private", "sh", "-c",
                     'mount --bind "$0" /var/tempo && exec "$@"', str(var_tempo), *argv,
-                ]
-            log = open(os.environ.get("LOCAL_RUNTIME_LOGS", str(scratch)) + f"/{name}.log", "wb")
-            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            running.append((name, proc))
-            seconds = wait_ready(name, process, proc, 90)
-            say(f"  {name}: ready in {seconds:.1f} s")
+                ]  # fmt: skip
+            procs.start(name, argv, env)
+            started.append(name)
+            probe = process.get("readiness_probe", {}).get("http_get")
+            if probe is not None:
+                url = f"{probe['scheme']}://{probe['host']}:{probe['port']}{probe['path']}"
+                say(f"  {name}: ready in {procs.wait_ready(name, url, 90):.1f} s")
 
-        entry = next(p for n, p in processes.items() if n == "load")["depends_on"]
-        entry_name = next(iter(entry))
+        entry_name = next(iter(processes["load"]["depends_on"]))
         port = processes[entry_name]["readiness_probe"]["http_get"]["port"]
-        status, _body, headers = get(f"http://127.0.0.1:{port}/", timeout=10)
+        status, headers, _ = http(f"http://127.0.0.1:{port}/", timeout=10)
         if status != 200:
             raise Failure(f"the entry page answered {status}")
-        match = re.match(r"00-([0-9a-f]{32})-", headers.get("traceresponse", ""))
-        if not match:
-            raise Failure(f"no traceresponse header: {headers}")
-        trace_id = match.group(1)
+        trace_id = trace_id_of(headers)
+        if not trace_id:
+            raise Failure(f"no traceresponse header: {dict(headers or {})}")
         say(f"  the entry page came with trace {trace_id}")
 
-        hops = sorted(n for n in processes if n.startswith("microservice-"))
         tempo_port = processes["tempo"]["readiness_probe"]["http_get"]["port"]
-        deadline = time.monotonic() + 60
-        while True:
-            status, body, _ = get(f"http://127.0.0.1:{tempo_port}/api/traces/{trace_id}")
-            services, spans = set(), 0
-            if status == 200:
-                trace = json.loads(body)
-                for batch in trace.get("batches", trace.get("resourceSpans", [])):
-                    for attribute in batch.get("resource", {}).get("attributes", []):
-                        if attribute["key"] == "service.name":
-                            services.add(attribute["value"]["stringValue"])
-                    for scope in batch.get("scopeSpans", batch.get("instrumentationLibrarySpans", [])):
-                        spans += len(scope.get("spans", []))
-            if sorted(services) == hops and spans >= 14:
-                break
-            if time.monotonic() > deadline:
-                raise Failure(f"Tempo has {spans} spans from {sorted(services)} of trace {trace_id} after 60 s")
-            time.sleep(2)
-        say(f"  Tempo has the trace: {spans} spans from {', '.join(sorted(services))}")
+        expected = checks.expected_span_count(hops)
+        spans: list[checks.Span] = []
+
+        def trace_complete() -> bool:
+            nonlocal spans
+            procs.all_alive()
+            status, _, body = http(f"http://127.0.0.1:{tempo_port}/api/traces/{trace_id}", timeout=3)
+            spans = checks.spans_of(json.loads(body)) if status == 200 else []
+            return sorted({s["service"] for s in spans}) == services and checks.trace_is_complete(spans, hops)
+
+        try:
+            wait_until(f"trace {trace_id} in Tempo with {expected} spans from {services}", 60, trace_complete, 2)
+        except Failure as failure:
+            raise Failure(f"{failure}; it has {checks.span_summary(spans)}") from None
+        say(f"  Tempo has the trace: {len(spans)} spans from {', '.join(services)}")
 
         prometheus_port = processes["prometheus"]["readiness_probe"]["http_get"]["port"]
-        query = "http://127.0.0.1:%d/api/v1/query?query=traces_service_graph_request_total" % prometheus_port
-        deadline = time.monotonic() + 60
-        while True:
-            status, body, _ = get(query)
-            edges = {
-                (r["metric"].get("client"), r["metric"].get("server"))
-                for r in (json.loads(body)["data"]["result"] if status == 200 else [])
-            }
-            if (hops[0], hops[1]) in edges:
-                break
-            if time.monotonic() > deadline:
-                raise Failure(f"no service-graph edge {hops[0]} → {hops[1]} in Prometheus after 60 s: {edges}")
-            time.sleep(2)
+        query = f"http://127.0.0.1:{prometheus_port}/api/v1/query?query={checks.SERVICE_GRAPH_REQUESTS}"
+        wanted = set(checks.service_graph_edges(hops))
+        edges: set[tuple[str, str]] = set()
+
+        def service_graph() -> bool:
+            nonlocal edges
+            procs.all_alive()
+            status, _, body = http(query, timeout=3)
+            results = json.loads(body)["data"]["result"] if status == 200 else []
+            edges = {(r["metric"].get("client"), r["metric"].get("server")) for r in results}
+            return wanted <= edges
+
+        try:
+            wait_until(f"service-graph edges {sorted(wanted)} in Prometheus", 60, service_graph, 2)
+        except Failure as failure:
+            raise Failure(f"{failure}; it has {sorted(edges)}") from None
         say(f"  Prometheus has the service graph from Tempo's remote write: {len(edges)} edges")
 
-        pids = [pid for _, proc in running for pid in descendants(proc.pid)]
+        pids = [pid for proc in procs.running.values() for pid in descendants(proc.pid)]
         addresses = listening_addresses(pids)
         wide = [a for a in addresses if not a.startswith("127.0.0.1:")]
         if wide:
@@ -292,8 +269,8 @@ def run(tempo_version: str, scratch: Path) -> None:
             say("  ss is missing: listening addresses not checked")
     finally:
         # The hops first, Prometheus last (Tempo's remote write may hang otherwise).
-        for name, proc in reversed(running):
-            stop(name, proc)
+        for name in reversed(started):
+            procs.stop([name])
 
     if watch_var_tempo:
         left = [str(p.relative_to(var_tempo)) for p in var_tempo.rglob("*")]
@@ -310,20 +287,30 @@ def main() -> int:
     args = parser.parse_args()
 
     if not TEMPO_RUNNER.exists():
-        say(f"skipped: {TEMPO_RUNNER.parent} (real Tempo binaries) is absent")
+        say(f"skipped: {RUNTIME} (real Tempo binaries) is absent")
         return 0
-    if not (shutil.which("prometheus") or os.path.exists("/usr/bin/prometheus")):
-        say("skipped: Prometheus is not installed (apt-get install prometheus, see ../shared/lab-runtime/README.md)")
+    prometheus_bin = prometheus_binary(install=False)
+    if prometheus_bin is None:
+        say("skipped: Prometheus is not installed (apt-get install prometheus)")
         return 0
+    versions = args.tempo or TEMPO_VERSIONS
     try:
-        if subprocess.run(["cargo", "build", "--locked", "--bin", "microservice"], cwd=ROOT).returncode != 0:
-            raise Failure("cargo build failed")
-        for version in args.tempo or TEMPO_VERSIONS:
-            with tempfile.TemporaryDirectory(prefix="local-runtime-") as scratch:
-                run(version, Path(scratch))
+        with terminated_like_interrupted():
+            service_bin = service_binary()
+            evaluated = evaluate(versions)
+            hops: list[checks.Hop] = evaluated["chain"]["hops"]
+            for version in versions:
+                say(f"Tempo {version}")
+                started = time.monotonic()
+                with tempfile.TemporaryDirectory(prefix="local-lab-") as scratch:
+                    run(version, evaluated["versions"][version], hops, prometheus_bin, service_bin, Path(scratch))
+                say(f"Tempo {version}: passed in {time.monotonic() - started:.0f} s")
     except Failure as failure:
         say(f"FAILED: {failure}")
         return 1
+    except KeyboardInterrupt as signalled:
+        say(f"interrupted ({signalled or 'SIGINT'}); what it had started is stopped")
+        return 130
     say("passed")
     return 0
 

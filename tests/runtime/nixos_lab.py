@@ -2,18 +2,31 @@
 """Runtime test of the lab's generated configuration, without Nix builds or a VM.
 
 What it proves: the configuration the NixOS modules generate works with the
-real backends. Each run evaluates a lab system (../shared/nix-eval/check-flake)
-and starts, with exactly what evaluation produced, a real Tempo (2.10.8 or
-3.0.3 from ../shared/lab-runtime: Tempo's settings and the flags of its unit),
-a real Prometheus (Debian's, with the unit's flags), and the chain of the
-project's own `microservice` binary (each hop with its unit's environment and
-the chain of /etc/tracing-lab/lab.json). Then it asserts, with the checks the
-VM test shares (lab_checks.py): every span of a request with the right parents
-in /api/traces/<id>; search by service.name finds it; every caller→callee edge
-in the service graph and span metrics per service in Prometheus; and every
-query of the provisioned dashboard and of the Tempo data source's
-trace-to-metrics links returns data, with Grafana's variables substituted the
-way Grafana does, sent to the URLs of the provisioned data sources.
+real backends. It evaluates lab systems (../shared/nix-eval/check-flake) and
+starts, with exactly what evaluation produced, a real Tempo (2.10.8 or 3.0.3
+from ../shared/lab-runtime: Tempo's settings and the flags of its unit), a real
+Prometheus (Debian's, with the unit's flags), and the chain of the project's
+own `microservice` binary (each hop with its unit's environment and the chain
+of /etc/tracing-lab/lab.json). Then it asserts, with the checks the VM test
+shares (nixos/tests/lab_checks.py): every span of a request with the right
+parents in /api/traces/<id>; search by service.name finds it; every
+caller→callee edge in the service graph and span metrics per service in
+Prometheus; and every query of the provisioned dashboard and of the Tempo data
+source's trace-to-metrics links returns data, with Grafana's variables
+substituted the way Grafana does, sent to the URLs of the provisioned data
+sources. The exercises that break the lab on purpose are checked by their
+signature instead (a failing edge; a trace cut at the hop that drops the
+context).
+
+Tempo and Prometheus start once per Tempo version and serve every chain whose
+systems configure them identically (a chain that configures them differently
+gets backends of its own); only the hops restart between chains. So that data
+of an earlier chain cannot pass for a later one's, the default chain runs first
+on fresh backends, the metric checks wait for counters to grow past what they
+were when the chain started, and the search for the broken chain's orphans
+looks only at traces started since. A dashboard query must have data for each
+of the chain's own services and edges; one that sums over all of them may see
+an earlier chain's, but it has had fresh backends with the default chain.
 
 Only these differ from the lab: state directories live in a temporary
 directory (Tempo 3's /var/tempo, which the unit maps with BindPaths, is a bind
@@ -26,43 +39,48 @@ DynamicUser, hardening), the OpenTelemetry Collector between the hops and
 Tempo, Grafana (provisioning, data sources, the dashboard as it loads), the
 page's nesting, the fault cases, and the Nix build of everything.
 
-usage: lab-runtime.py [--tempo VERSION]... [--chain NAME]...
+usage: tests/runtime/nixos_lab.py [--tempo VERSION]... [--chain NAME]...
 (default: every Tempo in ../shared/lab-runtime × every chain)
 """
 
 import argparse
-import ctypes
 import dataclasses
-import errno
 import json
 import math
 import os
 import re
 import shlex
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lab_checks as checks  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
-TEMPO_RUNNER = SHARED / "lab-runtime" / "tempo"
-CHECK_FLAKE = SHARED / "nix-eval" / "check-flake"
-SERVICE_BIN = ROOT / "target" / "debug" / "microservice"
+from support import (
+    ROOT,
+    RUNTIME,
+    TEMPO_RUNNER,
+    Failure,
+    Processes,
+    available_tempos,
+    check_flake_eval,
+    check_ports_free,
+    check_tempo,
+    checks,
+    get_json,
+    http,
+    prometheus_binary,
+    say,
+    service_binary,
+    terminated_like_interrupted,
+    trace_id_of,
+    wait_until,
+)
 
 # How long each wait may take before the run fails (seconds).
 READY_TIMEOUT = 120
@@ -70,37 +88,30 @@ TRACE_TIMEOUT = 60
 SEARCH_TIMEOUT = 90
 METRICS_TIMEOUT = 120
 QUERY_TIMEOUT = 90
-STOP_GRACE = 5
 
 # The chains each Tempo runs with: the module's default, the documented four-hop
 # example with fan-out (its Nix block is evaluated as written there), and the
 # exercises that break the lab on purpose in a way Tempo and Prometheus show.
-README_CHAIN_DOC = "docs/configuration.md"
 README_CHAIN_MARK = "A four-hop chain with fan-out"
 EXERCISES = ["errors", "broken-propagation"]
 CHAINS = ["default", "fan-out", *EXERCISES]
-
-
-class Failure(Exception):
-    """A check failed; the message says what, with the evidence."""
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 # --- evaluation ----------------------------------------------------------------
 
 
 def readme_chain_module() -> str:
-    """The Nix block of the documented fan-out example, as a module expression."""
-    text = (ROOT / README_CHAIN_DOC).read_text()
-    at = text.find(README_CHAIN_MARK)
-    match = re.compile(r"```nix\n(.*?)```", re.S).search(text, at) if at >= 0 else None
-    if not match:
-        raise Failure(f"{README_CHAIN_DOC} has no ```nix block after {README_CHAIN_MARK!r}")
-    # It names the flake input `tracing-lab`; here that is the flake's outputs.
-    return f"(let tracing-lab = o; in {match.group(1)})"
+    """The Nix block of the documented fan-out example (README.md or a page of
+    docs/), as a module expression."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text() if page.exists() else ""
+        at = text.find(README_CHAIN_MARK)
+        match = re.compile(r"```nix\n(.*?)```", re.S).search(text, at) if at >= 0 else None
+        if match:
+            # It names the flake input `tracing-lab`; here that is the flake's outputs.
+            return f"(let tracing-lab = o; in {match.group(1)})"
+    raise Failure(f"no ```nix block after {README_CHAIN_MARK!r} in README.md or docs/*.md")
 
 
 def eval_expression(tempo_versions: list[str], chains: list[str]) -> str:
@@ -139,7 +150,9 @@ let
   describe = system: let
     cfg = system.config;
     prometheus = cfg.services.prometheus;
-    hopUnits = lib.filter (lib.hasPrefix "microservice-") (lib.attrNames cfg.systemd.services);
+    labJson = cfg.environment.etc."tracing-lab/lab.json".text;
+    # The hops' units as lab.json names them.
+    hopUnits = map (hop: lib.removeSuffix ".service" hop.unit) (builtins.fromJSON labJson).hops;
     providers = cfg.services.grafana.provision.dashboards.settings.providers;
     dashboardsOf = provider: lib.mapAttrs
       (file: _: builtins.readFile (provider.options.path + "/${{file}}"))
@@ -159,7 +172,7 @@ let
       inherit (prometheus) configText enableReload rules ruleFiles;
     }};
     hops = lib.genAttrs hopUnits (unit cfg);
-    labJson = cfg.environment.etc."tracing-lab/lab.json".text;
+    inherit labJson;
     datasources = cfg.services.grafana.provision.datasources.settings;
     dashboards = lib.foldl' (all: p: all // dashboardsOf p) {{ }} providers;
   }};
@@ -168,18 +181,9 @@ in {{ {systems} }}
 
 
 def evaluate(tempo_versions: list[str], chains: list[str]) -> dict[str, Any]:
-    if not CHECK_FLAKE.exists():
-        raise Failure(f"{CHECK_FLAKE} is missing: the runtime test takes the lab's configuration from it")
-    started = time.monotonic()
-    proc = subprocess.run(
-        [str(CHECK_FLAKE), str(ROOT), "--eval", eval_expression(tempo_versions, chains)],
-        capture_output=True,
-        text=True,
+    result: dict[str, Any] = check_flake_eval(
+        eval_expression(tempo_versions, chains), f"{len(tempo_versions) * len(chains)} lab systems"
     )
-    if proc.returncode != 0:
-        raise Failure("evaluating the lab systems failed:\n" + "\n".join(proc.stderr.splitlines()[-25:]))
-    say(f"evaluated {len(tempo_versions) * len(chains)} lab systems in {time.monotonic() - started:.0f} s")
-    result: dict[str, Any] = json.loads(proc.stdout)
     return result
 
 
@@ -296,111 +300,6 @@ def host_port(endpoint: str, where: str) -> tuple[str, int]:
 def local_url(host: str, port: int) -> str:
     # A wildcard listener is reached on loopback.
     return f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}"
-
-
-# --- processes -------------------------------------------------------------------
-
-
-def die_with_parent() -> None:
-    """In the child: get SIGKILL if the test itself dies, so nothing outlives it."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-class Processes:
-    """The backends and hops of one run, each in its own process group."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: str) -> None:
-        log = open(self.logs / f"{name}.log", "wb")
-        self.running[name] = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-        log.close()
-
-    def log_tail(self, name: str, lines: int = 20, matching: str = "") -> str:
-        try:
-            text = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        if matching:
-            # Tempo 3's scheduler complains every 15 s when idle; harmless.
-            text = [line for line in text if re.search(matching, line, re.I) and "no jobs found" not in line]
-        return "\n".join("    " + line[:400] for line in text[-lines:])
-
-    def assert_alive(self, name: str) -> bool:
-        """True, or a Failure with the end of its log when it has exited."""
-        code = self.running[name].poll()
-        if code is not None:
-            raise Failure(f"{name} exited with code {code}:\n{self.log_tail(name)}")
-        return True
-
-    def stop(self, names: list[str]) -> None:
-        """SIGTERM to each group, then SIGKILL to what is still alive after STOP_GRACE."""
-        procs = [(n, self.running.pop(n)) for n in names if n in self.running]
-        for _, proc in procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + STOP_GRACE
-        for name, proc in procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                say(f"  {name} still runs {STOP_GRACE} s after SIGTERM: killed")
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # also whatever it left in its group
-            except ProcessLookupError:
-                pass
-            proc.wait()
-
-
-# --- HTTP --------------------------------------------------------------------------
-
-
-def http(url: str, data: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any, str]:
-    """(status, headers, body); status 0 when nothing answered."""
-    body = urllib.parse.urlencode(data).encode() if data is not None else None
-    request = urllib.request.Request(url, data=body, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=20) as answer:
-            return answer.status, answer.headers, answer.read().decode(errors="replace")
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError) as error:
-        return 0, {}, str(error)
-
-
-def get_json(url: str, params: dict[str, str] | None = None) -> Any:
-    status, _, body = http(url + ("?" + urllib.parse.urlencode(params) if params else ""))
-    if status != 200:
-        raise Failure(f"GET {url} {params or ''} answered {status}: {body[:500]}")
-    return json.loads(body)
-
-
-def wait_until(what: str, timeout: float, attempt: Callable[[], bool], interval: float = 1.0) -> float:
-    """Retries attempt() until it holds; returns the seconds it took."""
-    started = time.monotonic()
-    while True:
-        if attempt():
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise Failure(f"{what}: still not so after {timeout:.0f} s")
-        time.sleep(interval)
 
 
 # --- Grafana's substitutions ---------------------------------------------------------
@@ -602,6 +501,34 @@ class Backends:
     hops: list[checks.Hop]
     entry_url: str
     trace_spans: list[checks.Span]
+    started_at: float  # wall-clock time when the chain's hops started
+    counters_before: dict[str, float]  # counter_queries() then, by query
+
+
+class InBackground:
+    """Runs `work` in a thread; leaving the `with` block waits for it and
+    raises what it raised."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self.work = work
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as error:  # handed to the main thread in __exit__
+            self.error = error
+
+    def __enter__(self) -> "InBackground":
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
+        self.thread.join()
+        # A failure of the block itself comes first.
+        if self.error is not None and exc_type is None:
+            raise self.error
 
 
 class Traffic:
@@ -627,31 +554,6 @@ class Traffic:
     def __exit__(self, *_: Any) -> None:
         self.stopping.set()
         self.thread.join()
-
-
-def check_ports_free(wanted: list[tuple[str, str, int]]) -> None:
-    for what, host, port in wanted:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host or "0.0.0.0", port))
-            except OSError as error:
-                if error.errno != errno.EADDRINUSE:
-                    raise
-                holder = ""
-                if shutil.which("ss"):
-                    holder = subprocess.run(
-                        ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True
-                    ).stdout.strip()
-                raise Failure(f"port {port} ({what}, {host or '*'}:{port}) is taken: {holder or 'in use'}")
-
-
-def tempo_binary(version: str) -> None:
-    """Unpacks the runtime's Tempo once and checks it is the version asked for."""
-    proc = subprocess.run([str(TEMPO_RUNNER), version, "-version"], capture_output=True, text=True)
-    if proc.returncode != 0 or version not in proc.stdout + proc.stderr:
-        raise Failure(f"{TEMPO_RUNNER} {version} -version said: {proc.stdout}{proc.stderr}")
 
 
 def in_mount_namespace(binds: list[tuple[str, str]], scratch: Path, argv: list[str]) -> list[str]:
@@ -690,15 +592,34 @@ def process_env(unit_environment: dict[str, str], where: str) -> dict[str, str]:
     return env
 
 
-def run_lab(version: str, chain: str, system: dict[str, Any], scratch: Path) -> None:
-    def step(what: str, seconds: float) -> None:
-        say(f"  {what}: {seconds:.1f} s")
+def backends_key(system: dict[str, Any]) -> str:
+    """What Tempo's and Prometheus' processes are made from: systems with the
+    same key can share them."""
+    return json.dumps([system["tempoVersion"], system["tempo"], system["prometheus"]], sort_keys=True)
 
-    lab = json.loads(system["labJson"])
-    hops: list[checks.Hop] = lab["hops"]
+
+@dataclasses.dataclass
+class Lab:
+    """Tempo and Prometheus, running, for one chain after another."""
+
+    version: str
+    procs: Processes
+    tempo_url: str
+    otlp: dict[str, tuple[str, int]]  # Tempo's OTLP receivers by OTEL_EXPORTER_OTLP_PROTOCOL
+    tempo_settings: dict[str, Any]  # as Tempo runs them
+
+
+def step(what: str, seconds: float) -> None:
+    say(f"  {what}: {seconds:.1f} s")
+
+
+@contextmanager
+def running_backends(version: str, system: dict[str, Any], scratch: Path, prometheus_bin: str) -> Iterator[Lab]:
+    """Starts Prometheus, then Tempo, as the system's units would; stops Tempo
+    before Prometheus on the way out."""
     if system["tempoVersion"].split(".")[:2] != version.split(".")[:2]:
         raise Failure(f"the evaluated Tempo is {system['tempoVersion']}, the runtime's {version}")
-    tempo_binary(version)
+    check_tempo(version)
 
     state = StateDirs(scratch / "root")
     tempo_unit, prom_unit = system["tempo"]["serviceConfig"], system["prometheus"]["serviceConfig"]
@@ -745,7 +666,60 @@ def run_lab(version: str, chain: str, system: dict[str, Any], scratch: Path) -> 
     if listen is None:
         raise Failure("prometheus.service has no --web.listen-address")
     prom_host, prom_port = host_port(listen, "--web.listen-address")
-    prometheus_bin = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+    ports = [("Tempo's HTTP API", server.get("http_listen_address", ""), server["http_listen_port"])]
+    ports.append(("Tempo's gRPC server", server.get("grpc_listen_address", ""), server.get("grpc_listen_port", 9095)))
+    ports += [(f"Tempo's OTLP {p} receiver", h, port) for p, (h, port) in otlp.items()]
+    ports.append(("Prometheus", prom_host, prom_port))
+    check_ports_free(ports)
+
+    procs = Processes(scratch)
+    try:
+        procs.start(
+            "prometheus",
+            [prometheus_bin, *prom_args],
+            process_env(system["prometheus"]["environment"], "prometheus"),
+            state.path(prom_unit.get("WorkingDirectory", "/")),
+        )
+        step("prometheus ready", procs.wait_ready("prometheus", local_url(prom_host, prom_port) + "/-/ready", READY_TIMEOUT))
+        procs.start(
+            "tempo",
+            tempo_argv,
+            process_env(system["tempo"]["environment"], "tempo"),
+            state.path(tempo_unit.get("WorkingDirectory", "/")),
+        )
+        step(f"tempo {version} ready", procs.wait_ready("tempo", tempo_url + "/ready", READY_TIMEOUT))
+        yield Lab(version, procs, tempo_url, otlp, settings)
+    finally:
+        # Tempo first: Tempo 2.10 was seen to hang in shutdown for minutes
+        # when Prometheus went away at the same moment.
+        started = time.monotonic()
+        procs.stop(list(procs.running))  # hops left by an interrupted chain
+        procs.stop(["tempo"])
+        procs.stop(["prometheus"])
+        step("tempo and prometheus stopped", time.monotonic() - started)
+
+
+def counter_total(ds: PromDatasource, query: str) -> float:
+    """The sum of an instant query's series, 0 without any."""
+    return sum(float(series["value"][1]) for series in prom_query(ds, query, None))
+
+
+def counter_queries(hops: list[checks.Hop]) -> list[str]:
+    """The counters a chain's checks wait on: every edge's requests and failed
+    requests, and every service's span metrics."""
+    edges = checks.service_graph_edges(hops)
+    return (
+        [checks.service_graph_edge_query(c, s) for c, s in edges]
+        + [checks.failed_edge_query(c, s) for c, s in edges]
+        + [checks.span_metrics_query(hop["serviceName"]) for hop in hops]
+    )
+
+
+def run_chain(lab: Lab, chain: str, system: dict[str, Any], service_bin: Path) -> None:
+    """Starts the chain's hops against running backends, checks, stops the hops."""
+    hops: list[checks.Hop] = json.loads(system["labJson"])["hops"]
+    procs = lab.procs
 
     # The hops: their units' environment, exporting straight to Tempo.
     hop_envs = {}
@@ -755,78 +729,46 @@ def run_lab(version: str, chain: str, system: dict[str, Any], scratch: Path) -> 
             raise Failure(f"lab.json names {hop['unit']}, which the system does not define")
         env = process_env(system["hops"][unit]["environment"], unit)
         protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        if protocol not in otlp:
+        if protocol not in lab.otlp:
             raise Failure(f"{unit} sends OTLP over {protocol}, for which Tempo has no receiver")
         if "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in env:
             raise Failure(f"{unit} sets OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, which this test does not redirect")
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = local_url(*otlp[protocol])
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = local_url(*lab.otlp[protocol])
         hop_envs[unit] = env
-
-    ports = [
-        (f"{u} (HTTP_HOST, HTTP_PORT)", e.get("HTTP_HOST", "127.0.0.1"), int(e["HTTP_PORT"]))
-        for u, e in hop_envs.items()
-    ]
-    ports.append(("Tempo's HTTP API", server.get("http_listen_address", ""), server["http_listen_port"]))
-    ports.append(("Tempo's gRPC server", server.get("grpc_listen_address", ""), server.get("grpc_listen_port", 9095)))
-    ports += [(f"Tempo's OTLP {p} receiver", h, port) for p, (h, port) in otlp.items()]
-    ports.append(("Prometheus", prom_host, prom_port))
-    check_ports_free(ports)
+    check_ports_free(
+        [
+            (f"{u} (HTTP_HOST, HTTP_PORT)", e.get("HTTP_HOST", "127.0.0.1"), int(e["HTTP_PORT"]))
+            for u, e in hop_envs.items()
+        ]
+    )
 
     datasources = {
         ds["uid"]: provisioned_tree(ds, f"data source {ds['uid']}")
         for ds in (system["datasources"] or {}).get("datasources", [])
     }
+    prom_ds = prometheus_datasource(datasources, "prometheus", "the lab")
+    counters_before = {query: counter_total(prom_ds, query) for query in counter_queries(hops)}
 
-    procs = Processes(scratch)
+    units = [hop["unit"].removesuffix(".service") for hop in hops]
     try:
-        started = time.monotonic()
-        procs.start(
-            "prometheus",
-            [prometheus_bin, *prom_args],
-            process_env(system["prometheus"]["environment"], "prometheus"),
-            state.path(prom_unit.get("WorkingDirectory", "/")),
-        )
-        prometheus_local = local_url(prom_host, prom_port)
-        wait_until(
-            "Prometheus ready",
-            READY_TIMEOUT,
-            lambda: procs.assert_alive("prometheus") and http(prometheus_local + "/-/ready")[0] == 200,
-        )
-        step("prometheus ready", time.monotonic() - started)
-
-        started = time.monotonic()
-        procs.start(
-            "tempo",
-            tempo_argv,
-            process_env(system["tempo"]["environment"], "tempo"),
-            state.path(tempo_unit.get("WorkingDirectory", "/")),
-        )
-        wait_until(
-            f"Tempo {version} ready",
-            READY_TIMEOUT,
-            lambda: procs.assert_alive("tempo") and http(tempo_url + "/ready")[0] == 200,
-        )
-        step(f"tempo {version} ready", time.monotonic() - started)
-
-        started = time.monotonic()
+        started_at, started = time.time(), time.monotonic()
         for unit, env in hop_envs.items():
-            procs.start(unit, [str(SERVICE_BIN)], env, "/")
-        for hop in hops:
-            unit = hop["unit"].removesuffix(".service")
-            wait_until(
-                f"{unit} ready", 30, lambda: procs.assert_alive(unit) and http(hop["url"] + "readyz")[0] == 200, 0.2
-            )
+            procs.start(unit, [str(service_bin)], env, "/")
+        for hop, unit in zip(hops, units):
+            procs.wait_ready(unit, hop["url"] + "readyz", 30, 0.2)
         step(f"{len(hops)} hops ready", time.monotonic() - started)
 
+        backends = Backends(
+            lab.tempo_url, prom_ds, datasources, {}, hops, hops[0]["url"], [], started_at, counters_before
+        )
         signature = EXERCISE_SIGNATURES.get(chain)
         if signature:
             # A chain broken on purpose: its signature instead of a whole trace.
             started = time.monotonic()
-            prom_ds = prometheus_datasource(datasources, "prometheus", "the lab")
-            signature(Backends(tempo_url, prom_ds, datasources, {}, hops, hops[0]["url"], []))
+            signature(backends)
             step(f"the {chain} exercise's signature", time.monotonic() - started)
         else:
-            run_checks(procs, datasources, system, hops, tempo_url, step)
+            run_checks(procs, backends, system, lab.tempo_settings)
     except Failure as failure:
         # Evidence for the usual culprits: what Tempo and Prometheus said.
         tempo_said = procs.log_tail("tempo", 12, r"level=(error|warn)|err=[^n]|failed")
@@ -845,38 +787,23 @@ def run_lab(version: str, chain: str, system: dict[str, Any], scratch: Path) -> 
             )
         ) from None
     finally:
-        # Hops and Tempo first: Tempo 2.10 was seen to hang in shutdown for
-        # minutes when Prometheus went away at the same moment.
         started = time.monotonic()
-        procs.stop([h["unit"].removesuffix(".service") for h in hops])
-        procs.stop(["tempo"])
-        procs.stop(["prometheus"])
-        say(f"  stopped: {time.monotonic() - started:.1f} s")
+        procs.stop(units)
+        step("hops stopped", time.monotonic() - started)
 
 
-def run_checks(
-    procs: Processes,
-    datasources: dict[str, dict[str, Any]],
-    system: dict[str, Any],
-    hops: list[checks.Hop],
-    tempo_url: str,
-    step: Callable[[str, float], None],
-) -> Backends:
+def run_checks(procs: Processes, backends: Backends, system: dict[str, Any], tempo_settings: dict[str, Any]) -> None:
+    """A whole trace, search, metrics and every dashboard query, for a chain that works."""
+    hops, tempo_url, entry_url = backends.hops, backends.tempo, backends.entry_url
     services = [hop["serviceName"] for hop in hops]
-    entry_url = hops[0]["url"]
-
-    def alive() -> bool:
-        return all(procs.assert_alive(name) for name in list(procs.running))
+    alive = procs.all_alive
 
     # One request that succeeded (a hop with an error rate may fail one on purpose).
     trace_id = ""
     for _ in range(10):
         status, headers, body = http(entry_url, headers={"Accept": "text/html"})
-        match = re.fullmatch(
-            r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}", (headers or {}).get("traceresponse", "") or ""
-        )
-        if status == 200 and match:
-            trace_id = match.group(1)
+        trace_id = trace_id_of(headers) if status == 200 else ""
+        if trace_id:
             break
     if not trace_id:
         raise Failure(f"the entry hop {entry_url} gave no successful traced answer: {status} {body[:300]}")
@@ -900,36 +827,43 @@ def run_checks(
         raise Failure(f"trace {trace_id}: {error}") from None
     step(f"trace of {len(spans)} spans in /api/traces", took)
 
-    now, started = time.time(), time.monotonic()
-    for service in services:
-        params = {
-            "tags": f"service.name={service}",
-            "start": str(int(now - 3600)),
-            "end": str(int(now + 60)),
-            "limit": "100",
-        }
-        wait_until(
-            f"Tempo's search by service.name={service} finding trace {trace_id}",
-            SEARCH_TIMEOUT,
-            lambda: checks.search_finds(get_json(f"{tempo_url}/api/search", params), trace_id),
-        )
-    step("search by service.name finds it", time.monotonic() - started)
+    def search_finds_it() -> None:
+        now, started = time.time(), time.monotonic()
+        for service in services:
+            params = {
+                "tags": f"service.name={service}",
+                "start": str(int(now - 3600)),
+                "end": str(int(now + 60)),
+                "limit": "100",
+            }
+            wait_until(
+                f"Tempo's search by service.name={service} finding trace {trace_id}",
+                SEARCH_TIMEOUT,
+                lambda: checks.search_finds(get_json(f"{tempo_url}/api/search", params), trace_id),
+            )
+        step("search by service.name finds it", time.monotonic() - started)
 
-    prom_ds = prometheus_datasource(datasources, "prometheus", "the lab")
-    backends = Backends(tempo_url, prom_ds, datasources, {}, hops, entry_url, spans)
-    with Traffic(entry_url) as traffic:
+    # Tempo's search finds a trace only some seconds after it ended: waited
+    # for while the metrics are.
+    search = InBackground(search_finds_it)
+    prom_ds = backends.prometheus
+    backends.trace_spans = spans
+    with search, Traffic(entry_url) as traffic:
         started = time.monotonic()
         wanted = [checks.service_graph_edge_query(c, s) for c, s in checks.service_graph_edges(hops)]
         wanted += [checks.span_metrics_query(service) for service in services]
         for query in wanted:
+            # Grown since the chain started: an earlier chain's series with the
+            # same labels, still in Prometheus, does not count.
+            before = backends.counters_before.get(query, 0.0)
             try:
                 wait_until(
-                    f"{query} in Prometheus",
+                    f"{query} in Prometheus, above {before:g}",
                     METRICS_TIMEOUT,
-                    lambda: alive() and bool(prom_query(prom_ds, query, None)),
+                    lambda: alive() and counter_total(prom_ds, query) > before,
                 )
             except Failure as failure:
-                generator = system["tempo"]["settings"].get("metrics_generator", {}).get("storage", {})
+                generator = tempo_settings.get("metrics_generator", {}).get("storage", {})
                 targets = [w.get("url") for w in generator.get("remote_write", [])]
                 raise Failure(
                     f"{failure} (Tempo's metrics-generator writes to {targets}; Prometheus is {prom_ds.url})"
@@ -967,7 +901,6 @@ def run_checks(
     say(
         f"  background traffic: {sum(traffic.statuses.values())} requests, {failed_requests} not 200 ({traffic.statuses})"
     )
-    return backends
 
 
 def prometheus_datasource(datasources: dict[str, dict[str, Any]], uid: str, user: str) -> PromDatasource:
@@ -1169,51 +1102,6 @@ def trace_link_query(
     return run
 
 
-# --- main ------------------------------------------------------------------------------
-
-
-@contextmanager
-def terminated_like_interrupted() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP unwind the runs, so that each stops what it started."""
-
-    def interrupt(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    # SIGINT too: a shell starts background jobs with it ignored.
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def available_tempos() -> list[str]:
-    return sorted(p.name[len("tempo-") : -len(".xz")] for p in (SHARED / "lab-runtime").glob("tempo-*.xz"))
-
-
-def ensure_prometheus() -> None:
-    if shutil.which("prometheus") or os.path.exists("/usr/bin/prometheus"):
-        return
-    say("installing Debian's prometheus")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
-    ):
-        if subprocess.run(command, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-            raise Failure(f"{' '.join(command)} failed")
-
-
-def ensure_service_binary() -> None:
-    if SERVICE_BIN.exists():
-        return
-    say(f"building {SERVICE_BIN.relative_to(ROOT)}")
-    if subprocess.run(["cargo", "build", "--locked", "--bin", "microservice"], cwd=ROOT).returncode != 0:
-        raise Failure("cargo build failed")
-
-
-# --- the exercises' signatures ---------------------------------------------------
 
 
 def errors_signature(b: Backends) -> None:
@@ -1221,11 +1109,12 @@ def errors_signature(b: Backends) -> None:
     service graph shows the failing edge into it."""
     client, server = b.hops[1]["serviceName"], b.hops[2]["serviceName"]
     query = checks.failed_edge_query(client, server)
+    before = b.counters_before.get(query, 0.0)
     with Traffic(b.entry_url) as traffic:
         wait_until(
-            f"{query} above 0 in Prometheus",
+            f"{query} above {before:g} in Prometheus",
             METRICS_TIMEOUT,
-            lambda: any(float(series["value"][1]) > 0 for series in prom_query(b.prometheus, query, None)),
+            lambda: counter_total(b.prometheus, query) > before,
         )
     if not any(status != 200 for status in traffic.statuses):
         raise Failure(f"no request failed: {traffic.statuses}")
@@ -1237,31 +1126,37 @@ def broken_propagation_signature(b: Backends) -> None:
     entry, cut, lost = (hop["serviceName"] for hop in b.hops)
     since = int(time.time()) - 60
     status, headers, _ = http(b.entry_url)
-    trace_id = (headers or {}).get("traceresponse", "").split("-")[1:2]
+    trace_id = trace_id_of(headers)
     if status != 200 or not trace_id:
         raise Failure(f"the entry answered {status} without a trace id")
     spans: list[checks.Span] = []
 
     def callers_part() -> bool:
         nonlocal spans
-        answer_status, _, body = http(f"{b.tempo}/api/traces/{trace_id[0]}")
+        answer_status, _, body = http(f"{b.tempo}/api/traces/{trace_id}")
         spans = checks.spans_of(json.loads(body)) if answer_status == 200 else []
         return any(s["service"] == entry for s in spans) and any(
             s["service"] == cut and checks.kind(s) == "CLIENT" for s in spans
         )
 
-    wait_until(f"the caller's part of trace {trace_id[0]} in Tempo", TRACE_TIMEOUT, callers_part, 0.5)
+    wait_until(f"the caller's part of trace {trace_id} in Tempo", TRACE_TIMEOUT, callers_part, 0.5)
     try:
         checks.check_cut_trace(spans, cut, lost)
     except AssertionError as error:
-        raise Failure(f"trace {trace_id[0]}: {error}") from None
+        raise Failure(f"trace {trace_id}: {error}") from None
     params = {"tags": f"service.name={lost}", "start": str(since), "end": str(since + 3600), "limit": "100"}
+
+    def orphan_found() -> bool:
+        answer = get_json(f"{b.tempo}/api/search", params)
+        # Only traces of this chain: an earlier chain on the same Tempo may
+        # have had the same service names.
+        answer["traces"] = [
+            t for t in answer.get("traces", []) if int(t.get("startTimeUnixNano", 0)) >= b.started_at * 1e9
+        ]
+        return bool(checks.traces_started_at(answer, lost))
+
     with Traffic(b.entry_url):
-        wait_until(
-            f"a trace that starts at {lost} in Tempo's search",
-            SEARCH_TIMEOUT,
-            lambda: bool(checks.traces_started_at(get_json(f"{b.tempo}/api/search", params), lost)),
-        )
+        wait_until(f"a trace that starts at {lost} in Tempo's search", SEARCH_TIMEOUT, orphan_found)
 
 
 EXERCISE_SIGNATURES: dict[str, Callable[[Backends], None]] = {
@@ -1279,48 +1174,79 @@ def main() -> int:
     parser.add_argument("--chain", action="append", choices=CHAINS, help="which chain (default: all)")
     args = parser.parse_args()
     if not tempos:
-        say(f"lab-runtime: no Tempo in {SHARED / 'lab-runtime'}")
+        say(f"nixos_lab: no Tempo in {RUNTIME}")
         return 1
-    versions, chains = args.tempo or tempos, args.chain or CHAINS
+    versions = args.tempo or tempos
+    # In CHAINS' order whatever the flags' order: the default chain first, on fresh backends.
+    chains = [c for c in CHAINS if c in (args.chain or CHAINS)]
 
     try:
         with terminated_like_interrupted():
             return run_all(versions, chains)
     except KeyboardInterrupt as signalled:
-        say(f"\nlab-runtime: interrupted ({signalled or 'SIGINT'}); what it had started is stopped")
+        say(f"\nnixos_lab: interrupted ({signalled or 'SIGINT'}); what it had started is stopped")
         return 130
 
 
 def run_all(versions: list[str], chains: list[str]) -> int:
     try:
-        ensure_prometheus()
-        ensure_service_binary()
+        prometheus_bin = prometheus_binary(install=True)
+        assert prometheus_bin is not None
+        service_bin = service_binary()
         systems = evaluate(versions, chains)
     except Failure as failure:
-        say(f"lab-runtime: {failure}")
+        say(f"nixos_lab: {failure}")
         return 1
     results: list[tuple[str, bool, float]] = []
     for version in versions:
+        # Chains whose systems run Tempo and Prometheus alike share them.
+        groups: dict[str, list[str]] = {}
         for chain in chains:
-            name = f"tempo {version} × {chain} chain"
-            say(f"\n--- {name}")
-            started = time.monotonic()
-            scratch = Path(tempfile.mkdtemp(prefix="lab-runtime-"))
-            try:
-                run_lab(version, chain, systems[f"{version}/{chain}"], scratch)
-                results.append((name, True, time.monotonic() - started))
-            except Failure as failure:
-                say(f"FAILED: {name}: {failure}")
-                results.append((name, False, time.monotonic() - started))
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+            groups.setdefault(backends_key(systems[f"{version}/{chain}"]), []).append(chain)
+        for group in groups.values():
+            results += run_group(version, group, systems, prometheus_bin, service_bin)
 
-    say("\nlab-runtime:")
+    say("\nnixos_lab:")
     for name, ok, seconds in results:
         say(f"  {'ok    ' if ok else 'FAILED'} {name}  {seconds:.0f} s")
     passed = sum(ok for _, ok, _ in results)
-    say(f"lab-runtime: {passed} passed, {len(results) - passed} failed")
+    say(f"nixos_lab: {passed} passed, {len(results) - passed} failed")
     return 0 if passed == len(results) else 1
+
+
+def run_group(
+    version: str, group: list[str], systems: dict[str, Any], prometheus_bin: str, service_bin: Path
+) -> list[tuple[str, bool, float]]:
+    """One Tempo and one Prometheus for the chains of `group`, one after another."""
+    results: list[tuple[str, bool, float]] = []
+    name = f"tempo {version}: backends for the {', '.join(group)} chains"
+    say(f"\n--- {name}")
+    started = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix="nixos-lab-"))
+    try:
+        with running_backends(version, systems[f"{version}/{group[0]}"], scratch, prometheus_bin) as lab:
+            results.append((name + " started", True, time.monotonic() - started))
+            for chain in group:
+                chain_name = f"tempo {version} × {chain} chain"
+                say(f"\n--- {chain_name}")
+                started = time.monotonic()
+                try:
+                    run_chain(lab, chain, systems[f"{version}/{chain}"], service_bin)
+                    results.append((chain_name, True, time.monotonic() - started))
+                except Failure as failure:
+                    say(f"FAILED: {chain_name}: {failure}")
+                    results.append((chain_name, False, time.monotonic() - started))
+    except Failure as failure:
+        say(f"FAILED: {name}: {failure}")
+        results.append((name, False, time.monotonic() - started))
+        done = {n for n, _, _ in results}
+        for chain in group:
+            chain_name = f"tempo {version} × {chain} chain"
+            if chain_name not in done:
+                results.append((chain_name + " (not run: no backends)", False, 0.0))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return results
 
 
 if __name__ == "__main__":
