@@ -234,7 +234,7 @@ writeShellApplication {
       --ordered-shutdown \
       "''${pc_args[@]}"
   '';
-  # What ../nixos/tests/eval/local.nix and ../nixos/tests/local-runtime.py read.
+  # What ../nixos/tests/eval/local.nix and ../tests/runtime/local_lab.py read.
   passthru = {
     inherit
       processCompose
