@@ -308,6 +308,22 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_typo_in_a_signature_names_the_exercise_file() {
+        let dir = std::env::temp_dir().join(format!("lab-signature-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = std::fs::read_to_string(directory().join("errors.json")).unwrap();
+        let mut file: Value = serde_json::from_str(&text).unwrap();
+        file["signature"]["answers"]["502"]["errrors"] = serde_json::json!({});
+        std::fs::write(dir.join("broken.json"), file.to_string()).unwrap();
+        let error = format!("{:#}", all(&dir).unwrap_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            error.contains("broken.json") && error.contains("unknown field `errrors`"),
+            "{error}"
+        );
+    }
+
     /// The variant cases of tests/chains/, which nixos/lib/exercises.nix
     /// must pass too.
     #[test]

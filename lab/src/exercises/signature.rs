@@ -943,3 +943,116 @@ fn check_tail_sampling(
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain_file::ChainFile;
+    use crate::trace::fixtures::span;
+    use opentelemetry_proto::tonic::trace::v1::Status;
+
+    const MS: u64 = 1_000_000;
+
+    /// microservice-a (50 ms of work) → microservice-b.
+    fn chain() -> Topology {
+        ChainFile::parse(r#"{"hops": [{"name": "a", "responseTime": 50}, {"name": "b"}]}"#)
+            .and_then(ChainFile::check)
+            .unwrap()
+    }
+
+    /// The page's trace through [`chain`], as the hops export it.
+    fn trace() -> Vec<ReceivedSpan> {
+        let (a, b) = ("microservice-a", "microservice-b");
+        vec![
+            span(a, SERVER, 1, None, 0, 100 * MS),
+            span(a, WORK, 2, Some(1), 0, 60 * MS),
+            span(a, CLIENT, 3, Some(1), 60 * MS, 90 * MS),
+            span(a, "template load", 4, Some(1), 90 * MS, 91 * MS),
+            span(a, "template render", 5, Some(1), 91 * MS, 92 * MS),
+            span(b, SERVER, 6, Some(3), 61 * MS, 89 * MS),
+            span(b, "template load", 7, Some(6), 61 * MS, 62 * MS),
+            span(b, "template render", 8, Some(6), 62 * MS, 63 * MS),
+        ]
+    }
+
+    fn signature(json: &str) -> Signature {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn check(signature: &Signature, spans: &[ReceivedSpan]) -> Vec<String> {
+        signature.validate(&chain(), None).unwrap();
+        let answer = Answered {
+            status: 200,
+            trace_id: "07".repeat(16),
+            sampled: true,
+        };
+        signature.check(&chain(), None, &[answer], spans)
+    }
+
+    #[test]
+    fn a_trace_as_the_chain_implies_passes() {
+        let plain = signature(r#"{"answers": {"200": {}}}"#);
+        assert_eq!(check(&plain, &trace()), Vec::<String>::new());
+        let stated = signature(
+            r#"{"answers": {"200": {"durations": {"a.server": {"min": 90, "max": 110}},
+                "timing": [{"longestSelfTime": "a.work"}]}}}"#,
+        );
+        assert_eq!(check(&stated, &trace()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn what_the_chain_implies_is_checked_without_being_written() {
+        let plain = signature(r#"{"answers": {"200": {}}}"#);
+        let mut spans = trace();
+        spans.remove(5); // microservice-b's SERVER span
+        spans[1].span.end_time_unix_nano = 10 * MS; // work shorter than 50 ms
+        spans[2].span.status = Some(Status {
+            code: 2,
+            message: "boom".into(),
+        });
+        let problems = check(&plain, &spans).join("\n");
+        for expected in [
+            r#"0 "GET /" spans of microservice-b, expected 1"#,
+            "names a parent not in the trace",
+            r#"microservice-a's "simulated work" lasted 10 ms, less than 50 ms"#,
+            r#"microservice-a's "GET" is ERROR"#,
+        ] {
+            assert!(problems.contains(expected), "{expected}\nin:\n{problems}");
+        }
+    }
+
+    #[test]
+    fn what_the_file_states_is_checked() {
+        let wrong = signature(
+            r#"{"answers": {"200": {"errors": {"b.server": "injected_failure"},
+                "attributes": {"*.server": {"lab.customer": "alice"}},
+                "timing": [{"inTurn": "a.work"}, {"outlives":
+                    {"child": "b.server", "parent": "a.client", "byMs": 5}}]}}}"#,
+        );
+        let problems = check(&wrong, &trace()).join("\n");
+        for expected in [
+            "b.server (microservice-b) is OK, expected ERROR",
+            r#"*.server (microservice-a) has lab.customer = None, expected "alice""#,
+            "b.server ends 0 ms after a.client, expected at least 5 ms",
+        ] {
+            assert!(problems.contains(expected), "{expected}\nin:\n{problems}");
+        }
+    }
+
+    #[test]
+    fn a_typo_is_an_error_that_names_it() {
+        let error = serde_json::from_str::<Signature>(r#"{"answers": {"200": {"erors": {}}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `erors`"), "{error}");
+        let error = serde_json::from_str::<Signature>(
+            r#"{"answers": {"200": {"errors": {"a.srever": null}}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("`a.srever` names no span"), "{error}");
+        let unknown = signature(r#"{"answers": {"200": {"durations": {"c.work": {}}}}}"#);
+        let error = unknown.validate(&chain(), None).unwrap_err().to_string();
+        assert_eq!(error, "signature: no hop `c` in the chain");
+    }
+}
