@@ -16,7 +16,8 @@ use lab::testing::{SPAN_WAIT, requests};
 use lab::trace::expected::SERVER;
 
 /// How long nothing must arrive before the spans count as all in: longer
-/// than the timeout exercise's leaf outlives its trace, with room for load.
+/// than the timeout exercise's leaf outlives its trace, and many times the
+/// hops' export interval, with room for load.
 const QUIET: Duration = Duration::from_secs(3);
 
 /// How many failures a failed test lists.
@@ -32,7 +33,11 @@ async fn check(name: &str) {
     let tail = exercise.tail_sampling().unwrap();
     let signature = &exercise.signature;
     let receiver = OtlpReceiver::start(Protocol::Grpc).unwrap();
-    let common = InstanceConfig::new().envs(receiver.env());
+    // Exports every 100 ms instead of every 5 s: the quiet wait below
+    // then sees every hop's spans.
+    let common = InstanceConfig::new()
+        .envs(receiver.env())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
     let mut chain = Chain::start_topology(lab::testing::binary(), &common, &exercise.topology)
         .await
         .unwrap();
