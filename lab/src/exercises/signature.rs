@@ -193,11 +193,14 @@ impl fmt::Display for Selector {
 impl Selector {
     /// The spans of `spans` it names, earliest first.
     fn pick<'a>(&self, chain: &Topology, spans: &[&'a ReceivedSpan]) -> Vec<&'a ReceivedSpan> {
-        let service = self
-            .hop
-            .as_ref()
-            .and_then(|hop| hop_index(chain, hop))
-            .map(|index| chain.service_name(index));
+        let service = match &self.hop {
+            // A hop the chain lacks names nothing (`validate` refuses it).
+            Some(hop) => match hop_index(chain, hop) {
+                Some(index) => Some(chain.service_name(index)),
+                None => return Vec::new(),
+            },
+            None => None,
+        };
         let mut found: Vec<&ReceivedSpan> = spans
             .iter()
             .copied()
@@ -385,12 +388,15 @@ impl Signature {
             )),
             _ => {}
         }
-        let entry = chain.service_name(0);
-        let from = self
+        let from_hop = self
             .unsampled_kept_from
             .as_ref()
-            .and_then(|hop| hop_index(chain, hop))
-            .map(|index| chain.service_name(index));
+            .and_then(|hop| hop_index(chain, hop));
+        let from = from_hop.map(|index| chain.service_name(index));
+        // What a hop that samples on its own keeps: itself and below.
+        let below: HashSet<String> = from_hop
+            .map(|index| descendants(chain, index))
+            .unwrap_or_default();
         let mut holes = 0;
         for answer in answers.iter().filter(|a| !a.sampled) {
             let spans = by_trace.get(&answer.trace_id).cloned().unwrap_or_default();
@@ -400,7 +406,8 @@ impl Signature {
             let services: HashSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
             match &from {
                 Some(from)
-                    if !services.contains(entry.as_str()) && services.contains(from.as_str()) =>
+                    if services.contains(from.as_str())
+                        && services.iter().all(|s| s == from || below.contains(*s)) =>
                 {
                     holes += 1
                 }
