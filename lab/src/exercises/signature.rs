@@ -1,39 +1,40 @@
 //! An exercise's signature: what the traces of its requests must show, as
 //! data in its file (`"signature"`), checked by [`Signature::check`] against
-//! the spans the chain really exported.
+//! the spans the chain really exported (lab/tests/exercises.rs).
 //!
-//! What the chain implies is not written; the checker derives it for every
-//! request's trace:
-//! - the spans ([`crate::trace::expected_spans`]): one trace per request,
-//!   rooted at the entry's SERVER span, every callee's SERVER span under a
-//!   CLIENT span of its caller; a hop with `propagation: none` starts one
-//!   trace of its own per call, rooted at the callee's SERVER span;
-//! - `simulated work` lasts at least `responseTime - jitter`;
-//! - every span not named under `errors` is OK; every request is sampled.
+//! What the chain implies is derived, not written. For every request's trace:
+//! - its spans are [`crate::trace::expected_spans`]'s, rooted at the entry's
+//!   SERVER span, each callee's SERVER span under a CLIENT span of a caller;
+//! - a hop with `propagation: none` starts a trace of its own per call,
+//!   rooted at the callee's SERVER span;
+//! - `simulated work` lasts at least the hop's `responseTime - jitter`;
+//! - a span is OK unless `errors` names it; every request is sampled.
 //!
-//! What the file states (spans are named `<hop>.server`, `<hop>.work` or
-//! `<hop>.client`, `*` for every hop; times in ms):
-//! - `requests`, `concurrency`: how many requests to send, how many at once
-//!   (1 and 1);
-//! - `answers`: per HTTP status a request may get, the shape of its trace:
-//!   `errors` (span → its `error.type`, or null for any), `attributes`
-//!   (span → attribute → value), `durations` (span → `min`/`max`), `timing`
-//!   (`overlap`: the spans start before the others end; `inTurn`: each starts
-//!   after the previous ended; `outlives`: `child` ends `byMs` after
-//!   `parent`, its parent; `longestSelfTime`: no span works longer without
-//!   children). Each status must be seen, unless `optional`;
-//! - `sampled`: the share of requests the entry samples, `within` a stated
-//!   tolerance; `unsampledKeptFrom`: a hop that samples on its own, keeping
-//!   some traces the entry dropped from that hop on;
-//! - `retries`: a CLIENT span that repeats per attempt: attempt `k` carries
-//!   `http.request.resend_count = k`, all but the last failed with
-//!   `failedStatus`, each brings the callee's spans again; at least one
-//!   request retried;
-//! - `tracesPerRequest`: how many traces a request leaves (the chain's
-//!   number, stated for the reader and checked against it);
-//! - `tailSampling`: collector policies (`status_code` or `latency`) that
-//!   must keep every trace they match (`keptBy`), and whether some traces
-//!   are dropped (`dropsSome`).
+//! What the file states. A span is `<hop>.server`, `<hop>.work` or
+//! `<hop>.client` (`*.server`: every hop's); times are milliseconds.
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `requests`, `concurrency` | requests to send, how many at once (1, 1) |
+//! | `answers` | per HTTP status a request may get, its trace's shape (below); each status is seen at least once unless `optional: true` |
+//! | `sampled` | `{share, within}`: the share of requests the entry samples |
+//! | `unsampledKeptFrom` | a hop that samples on its own: some traces the entry dropped are kept from it on |
+//! | `retries` | `{call, failedStatus}`: a CLIENT span repeated per attempt; attempt k has `http.request.resend_count = k`, all but the last failed with `failedStatus`, each calls again; some request retried |
+//! | `tracesPerRequest` | how many traces a request leaves: the chain's number, stated for the reader |
+//! | `tailSampling` | `{keptBy, dropsSome}`: the collector's `status_code`/`latency` policies that keep every trace they match; some traces dropped |
+//!
+//! A trace's shape, under `answers."<status>"`:
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `errors` | span → its `error.type` (null: any): exactly these are ERROR |
+//! | `attributes` | span → attribute → value |
+//! | `durations` | span → `{min, max}` |
+//! | `timing` | `{"overlap": span}` they run at once; `{"inTurn": span}` each after the previous; `{"outlives": {child, parent, byMs}}`; `{"longestSelfTime": span}` no span works longer outside its children |
+//!
+//! For example, a request through `timeout` answers 502, with
+//! `"timing": [{"outlives": {"child": "3.server", "parent": "2.client", "byMs": 500}}]`.
+//! A variant may give its own signature, which replaces its exercise's.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
