@@ -8,7 +8,9 @@
 //!   docs/exercises.md by [`doc`];
 //! - `variants`: a second way to run it, `<name>-<variant>`, as per-hop
 //!   settings over the base chain (`{"hops": {"<hop>": {"callMode": …}}}`);
-//! - `collector`: processors the collector needs (`tail_sampling`).
+//! - `collector`: processors the collector needs (`tail_sampling`);
+//! - `signature`: what the traces of its requests must show, checked by
+//!   [`signature`] (a variant may give its own, which replaces the base's).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,9 @@ use crate::chain_file::{ChainFile, Topology, messages};
 use crate::trace::tail_sampling::TailSampling;
 
 pub mod doc;
+pub mod signature;
+
+pub use signature::Signature;
 
 /// The checkout's `exercises/`; `LAB_EXERCISES_DIR` points elsewhere.
 pub fn directory() -> PathBuf {
@@ -49,6 +54,7 @@ struct ExerciseFile {
     see: String,
     question: String,
     answer: String,
+    signature: Signature,
 }
 
 impl ExerciseFile {
@@ -70,6 +76,9 @@ struct VariantFile {
     summary: String,
     /// Per hop name, the settings that differ from the base chain.
     hops: BTreeMap<String, Map<String, Value>>,
+    /// When the variant's traces differ from the base's.
+    #[serde(default)]
+    signature: Option<Signature>,
 }
 
 /// What the learner reads: in the runner, in the VM, and in docs/exercises.md.
@@ -115,6 +124,8 @@ pub struct Exercise {
     pub base: String,
     pub topology: Topology,
     pub collector: Option<Collector>,
+    /// What its traces must show.
+    pub signature: Signature,
 }
 
 impl Exercise {
@@ -173,6 +184,7 @@ fn read(path: &Path, name: &str) -> anyhow::Result<Vec<Exercise>> {
         base: name.to_string(),
         topology: topology(file.hops.clone())?,
         collector: file.collector.clone(),
+        signature: file.signature.clone(),
     }];
     for (position, (variant, settings)) in file.variants.into_iter().enumerate() {
         let hops = with_settings(&file.hops, &settings.hops)
@@ -186,7 +198,15 @@ fn read(path: &Path, name: &str) -> anyhow::Result<Vec<Exercise>> {
             base: name.to_string(),
             topology: topology(hops).with_context(|| format!("variant `{variant}`"))?,
             collector: file.collector.clone(),
+            signature: settings.signature.unwrap_or_else(|| file.signature.clone()),
         });
+    }
+    for exercise in &exercises {
+        let tail = exercise.tail_sampling()?;
+        exercise
+            .signature
+            .validate(&exercise.topology, tail.as_ref())
+            .with_context(|| format!("exercise {}", exercise.name))?;
     }
     Ok(exercises)
 }
@@ -284,6 +304,22 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(
             error.contains("broken.json") && error.contains("missing field `terminal`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_typo_in_a_signature_names_the_exercise_file() {
+        let dir = std::env::temp_dir().join(format!("lab-signature-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = std::fs::read_to_string(directory().join("errors.json")).unwrap();
+        let mut file: Value = serde_json::from_str(&text).unwrap();
+        file["signature"]["answers"]["502"]["errrors"] = serde_json::json!({});
+        std::fs::write(dir.join("broken.json"), file.to_string()).unwrap();
+        let error = format!("{:#}", all(&dir).unwrap_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            error.contains("broken.json") && error.contains("unknown field `errrors`"),
             "{error}"
         );
     }
