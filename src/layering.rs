@@ -9,7 +9,7 @@ use std::path::Path;
 type Module = Vec<String>;
 
 /// Each `.rs` file under `dir` as its module path and its code before
-/// `#[cfg(test)]` (unit tests sit at the end and may use anything).
+/// `mod tests` (unit tests sit at the end and may use anything).
 fn modules(dir: &Path, prefix: &[String], found: &mut BTreeMap<Module, String>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -32,7 +32,11 @@ fn modules(dir: &Path, prefix: &[String], found: &mut BTreeMap<Module, String>) 
                 module.push(name);
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            // The unit tests sit at the end; a test-only item before them still counts.
+            let code = text
+                .split("#[cfg(test)]\nmod tests")
+                .next()
+                .unwrap_or_default();
             found.insert(module, code.to_string());
         }
     }
