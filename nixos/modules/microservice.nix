@@ -17,6 +17,27 @@ let
   instanceModule =
     { name, ... }:
     {
+      # The names these settings had before they took the chain's: still
+      # accepted, as aliases (a submodule has no `warnings` to say so).
+      imports = map ({ old, new }: lib.mkAliasOptionModule [ old ] [ new ]) [
+        {
+          old = "responseTimeJitter";
+          new = "jitter";
+        }
+        {
+          old = "externalCallMode";
+          new = "callMode";
+        }
+        {
+          old = "externalCallTimeout";
+          new = "callTimeout";
+        }
+        {
+          old = "externalCallRetries";
+          new = "callRetries";
+        }
+      ];
+
       # The hop settings (responseTime, callMode, sampler, ...) as the chain's
       # schema defines them, and what only an instance has.
       options = hopOptions.settingOptions // {

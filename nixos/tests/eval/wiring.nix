@@ -187,6 +187,36 @@ let
         }
       ];
     };
+    "an instance set with the settings' former names still gets them" = {
+      actual =
+        let
+          config = evaluate [
+            ../../modules/microservice.nix
+            {
+              services.microservice.instances.a = {
+                responseTimeJitter = 7;
+                externalCallMode = "parallel";
+                externalCallTimeout = 300;
+                externalCallRetries = 2;
+              };
+              boot.isContainer = true;
+              system.stateVersion = "26.05";
+            }
+          ];
+        in
+        lib.getAttrs [
+          "RESPONSE_TIME_JITTER"
+          "EXTERNAL_CALL_MODE"
+          "EXTERNAL_CALL_TIMEOUT"
+          "EXTERNAL_CALL_RETRIES"
+        ] config.systemd.services.microservice-a.environment;
+      expected = {
+        RESPONSE_TIME_JITTER = "7";
+        EXTERNAL_CALL_MODE = "parallel";
+        EXTERNAL_CALL_TIMEOUT = "300";
+        EXTERNAL_CALL_RETRIES = "2";
+      };
+    };
     "the banner is shown once, by the login" = {
       actual = {
         inherit (lab.users) motd motdFile;
