@@ -93,6 +93,22 @@ mod tests {
         ChainFile::parse(json).and_then(ChainFile::check).unwrap()
     }
 
+    /// tests/chains/ states how many spans one page request makes through
+    /// each good chain (`htmlSpans`): the count derived here must agree.
+    #[test]
+    fn the_chain_corpus_span_counts_are_derived() {
+        let mut checked = 0;
+        for (file, case) in crate::chain_file::tests::corpus() {
+            let Some(spans) = case.get("htmlSpans").and_then(|n| n.as_u64()) else {
+                continue;
+            };
+            let total = expected_spans(&chain(&case.to_string()), Format::Html).total();
+            assert_eq!(total as u64, spans, "{file}");
+            checked += 1;
+        }
+        assert!(checked >= 3, "{checked} chains with htmlSpans");
+    }
+
     #[test]
     fn the_default_chain_makes_14_spans_for_the_page_and_8_for_json() {
         let chain = Topology::default_chain().unwrap();
