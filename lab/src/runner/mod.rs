@@ -4,6 +4,7 @@
 //! keeps a trickle of requests going. Ctrl-C or SIGTERM stops every hop it
 //! started, each flushing its spans first.
 
+pub mod attributes;
 pub mod forward;
 pub mod waterfall;
 
@@ -21,6 +22,7 @@ use crate::load::{self, TrickleCounts};
 use crate::receiver::{OtlpReceiver, Protocol};
 use crate::trace::tail_sampling::TailSampling;
 use crate::trace::{Assembler, Trace, Verdict};
+use attributes::Attributes;
 use forward::Forwarder;
 use waterfall::Style;
 
@@ -49,6 +51,8 @@ pub struct RunnerConfig {
     /// Draw the traces of that load too.
     pub show_load: bool,
     pub style: Style,
+    /// The span attributes printed under each span.
+    pub attributes: Attributes,
     /// Where the runner's receiver listens (port 0: any).
     pub receiver_addr: SocketAddr,
     /// Decides, per finished trace, whether it is kept (forwarded); `None`
@@ -203,6 +207,10 @@ fn banner(config: &RunnerConfig, running: &Chain, receiver: &OtlpReceiver) -> St
     text.push_str(&format!(
         "\nOpen {entry_url} in a browser (or: curl -s {entry_url} >/dev/null): the trace of each request appears below.\n"
     ));
+    if let Some(shown) = config.attributes.describe() {
+        text.push_str(&shown);
+        text.push('\n');
+    }
     if let Some(rate) = config.load_rate {
         text.push_str(&load_sentence(rate, config.show_load));
     }
@@ -255,7 +263,7 @@ fn show(
         let _ = write!(
             out,
             "{}",
-            waterfall::render(trace, note.as_deref(), config.style)
+            waterfall::render_with(trace, note.as_deref(), config.style, &config.attributes)
         );
         let _ = out.flush();
     }
