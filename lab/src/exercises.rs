@@ -301,6 +301,8 @@ mod tests {
                 "sampling-independent",
                 "baggage",
                 "tail-sampling",
+                "logs",
+                "exemplars",
             ]
         );
         for exercise in &exercises {
