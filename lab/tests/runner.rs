@@ -507,3 +507,89 @@ async fn errors_show_where_the_failure_started_and_how_it_travelled() {
     );
     lab.stop().await;
 }
+
+/// The first line `lab` printed that starts with `prefix`, waiting for it
+/// up to a report interval and then some.
+async fn line_starting(lab: &Lab, prefix: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(line) = lab.output().into_iter().find(|l| l.starts_with(prefix)) {
+            return line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line `{prefix}…` within 30 s:\n{}",
+            lab.output().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A waterfall header's trace id and duration in ms.
+fn header_of(line: &str) -> Option<(String, f64)> {
+    let rest = line.strip_prefix("trace ")?;
+    let id = rest.split(' ').next()?.to_string();
+    let duration = rest.split(" · ").nth(2)?;
+    let ms = match duration.strip_suffix(" ms") {
+        Some(ms) => ms.parse().ok()?,
+        None => duration.strip_suffix(" µs")?.parse::<f64>().ok()? / 1000.0,
+    };
+    Some((id, ms))
+}
+
+#[tokio::test]
+async fn each_load_report_draws_the_loads_slowest_trace() {
+    // Jitter: the load's requests take 5 to 75 ms.
+    let chain =
+        chain_file(r#"{"hops": [{"name": "a", "port": 0, "responseTime": 40, "jitter": 35}]}"#);
+    let mut quiet = Lab::start(&["--chain", chain.path(), "--load", "20"]).await;
+    let mut shown = Lab::start(&["--chain", chain.path(), "--load", "20", "--show-load"]).await;
+    let (named, named_shown) = tokio::join!(
+        line_starting(&quiet, "load: the slowest, trace "),
+        line_starting(&shown, "load: the slowest, trace "),
+    );
+
+    // Without --show-load: the one trace drawn, after the report, is it.
+    let id = named["load: the slowest, trace ".len()..]
+        .split(' ')
+        .next()
+        .unwrap();
+    let waterfall = quiet.waterfall(id).await;
+    assert!(
+        waterfall[0].ends_with("· the load's slowest in 10 s"),
+        "{}",
+        waterfall.join("\n")
+    );
+    let (_, ms) = header_of(&waterfall[0]).unwrap();
+    assert!(
+        named.contains(&format!("({ms:.1} ms):")),
+        "{named}\n{}",
+        waterfall[0]
+    );
+    let output = quiet.output();
+    let drawn: Vec<&String> = output.iter().filter(|l| l.starts_with("trace ")).collect();
+    assert_eq!(drawn.len(), 1, "{output:#?}");
+
+    // With --show-load every trace is drawn: the one named is the longest
+    // of those drawn before the report.
+    let output = shown.output();
+    let report = output.iter().position(|l| *l == named_shown).unwrap();
+    let drawn: Vec<(String, f64)> = output[..report]
+        .iter()
+        .filter_map(|l| header_of(l))
+        .collect();
+    assert!(drawn.len() >= 100, "20/s for 10 s: {} traces", drawn.len());
+    let longest = drawn.iter().map(|(_, ms)| *ms).fold(0.0, f64::max);
+    let named_id = named_shown["load: the slowest, trace ".len()..]
+        .split(' ')
+        .next()
+        .unwrap();
+    let named_ms = drawn
+        .iter()
+        .find(|(id, _)| id == named_id)
+        .map(|(_, ms)| *ms);
+    assert_eq!(named_ms, Some(longest), "{named_shown}");
+    assert!(named_shown.ends_with(", is drawn above"), "{named_shown}");
+    quiet.stop().await;
+    shown.stop().await;
+}
