@@ -185,6 +185,22 @@ mod tests {
     }
 
     #[test]
+    fn attributes_are_a_list_and_none_clears_the_exercises() {
+        let args = Args::try_parse_from(["lab", "--attributes", "error.type,http.*"]).unwrap();
+        assert_eq!(args.attributes.unwrap().0.len(), 2);
+        let args = Args::try_parse_from(["lab", "--attributes", "none"]).unwrap();
+        assert!(args.attributes.unwrap().is_empty());
+        let error = Args::try_parse_from(["lab", "--attributes", "http.*.x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("invalid value 'http.*.x' for '--attributes <LIST>'")
+                && error.contains("`*` may only end a key"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn an_exercise_starts_with_the_terminal_side_of_its_guide() {
         let exercise =
             lab::exercises::find(&lab::exercises::directory(), "sampling-independent").unwrap();
