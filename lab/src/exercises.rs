@@ -9,6 +9,8 @@
 //! - `variants`: a second way to run it, `<name>-<variant>`, as per-hop
 //!   settings over the base chain (`{"hops": {"<hop>": {"callMode": …}}}`);
 //! - `collector`: processors the collector needs (`tail_sampling`);
+//! - `terminal`: what the runner prints besides the spans, by default
+//!   (`attributes`: a `--attributes` list; `logs`: the spans' log events);
 //! - `signature`: what the traces of its requests must show, checked by
 //!   [`signature`] (a variant may give its own, which replaces the base's).
 
@@ -20,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::chain_file::{ChainFile, Topology, messages};
+use crate::runner::attributes::Selection;
 use crate::trace::tail_sampling::TailSampling;
 
 pub mod doc;
@@ -45,6 +48,8 @@ struct ExerciseFile {
     variants: BTreeMap<String, VariantFile>,
     #[serde(default)]
     collector: Option<Collector>,
+    #[serde(default)]
+    terminal: TerminalFile,
     // The guide's fields, flat in the file (serde's `flatten` does not
     // combine with `deny_unknown_fields`).
     setup: String,
@@ -79,6 +84,37 @@ struct VariantFile {
     /// When the variant's traces differ from the base's.
     #[serde(default)]
     signature: Option<Signature>,
+}
+
+/// What the runner shows of an exercise's spans unless told otherwise.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TerminalFile {
+    /// Items as `--attributes` takes them, one per string.
+    #[serde(default)]
+    attributes: Vec<String>,
+    #[serde(default)]
+    logs: bool,
+}
+
+/// The runner's defaults for an exercise: `--attributes` and `--logs`
+/// replace them.
+#[derive(Debug, Clone, Default)]
+pub struct Terminal {
+    pub attributes: Selection,
+    /// Print each span's log events under it.
+    pub logs: bool,
+}
+
+impl TerminalFile {
+    fn check(&self) -> anyhow::Result<Terminal> {
+        let attributes = Selection::from_items(&self.attributes)
+            .map_err(|error| anyhow::anyhow!("terminal.attributes: {error}"))?;
+        Ok(Terminal {
+            attributes,
+            logs: self.logs,
+        })
+    }
 }
 
 /// What the learner reads: in the runner, in the VM, and in docs/exercises.md.
@@ -124,6 +160,8 @@ pub struct Exercise {
     pub base: String,
     pub topology: Topology,
     pub collector: Option<Collector>,
+    /// What the terminal shows by default.
+    pub terminal: Terminal,
     /// What its traces must show.
     pub signature: Signature,
 }
@@ -175,6 +213,7 @@ fn read(path: &Path, name: &str) -> anyhow::Result<Vec<Exercise>> {
     let text = std::fs::read_to_string(path)?;
     let file: ExerciseFile = serde_json::from_str(&text)?;
     let guide = file.guide();
+    let terminal = file.terminal.check()?;
     let mut exercises = vec![Exercise {
         name: name.to_string(),
         order: (file.order, 0),
@@ -184,6 +223,7 @@ fn read(path: &Path, name: &str) -> anyhow::Result<Vec<Exercise>> {
         base: name.to_string(),
         topology: topology(file.hops.clone())?,
         collector: file.collector.clone(),
+        terminal: terminal.clone(),
         signature: file.signature.clone(),
     }];
     for (position, (variant, settings)) in file.variants.into_iter().enumerate() {
@@ -198,6 +238,7 @@ fn read(path: &Path, name: &str) -> anyhow::Result<Vec<Exercise>> {
             base: name.to_string(),
             topology: topology(hops).with_context(|| format!("variant `{variant}`"))?,
             collector: file.collector.clone(),
+            terminal: terminal.clone(),
             signature: settings.signature.unwrap_or_else(|| file.signature.clone()),
         });
     }
@@ -260,6 +301,8 @@ mod tests {
                 "sampling-independent",
                 "baggage",
                 "tail-sampling",
+                "logs",
+                "exemplars",
             ]
         );
         for exercise in &exercises {
@@ -320,6 +363,23 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(
             error.contains("broken.json") && error.contains("unknown field `errrors`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_bad_terminal_attribute_names_the_exercise_file() {
+        let dir = std::env::temp_dir().join(format!("lab-terminal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = std::fs::read_to_string(directory().join("baggage.json")).unwrap();
+        let mut file: Value = serde_json::from_str(&text).unwrap();
+        file["terminal"]["attributes"] = serde_json::json!(["error.*.x"]);
+        std::fs::write(dir.join("broken.json"), file.to_string()).unwrap();
+        let error = format!("{:#}", all(&dir).unwrap_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            error.contains("broken.json")
+                && error.contains("terminal.attributes: `error.*.x`: `*` may only end a key"),
             "{error}"
         );
     }

@@ -139,4 +139,6 @@ exercises! {
     sampling_independent: "sampling-independent",
     baggage: "baggage",
     tail_sampling: "tail-sampling",
+    logs: "logs",
+    exemplars: "exemplars",
 }

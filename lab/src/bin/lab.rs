@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lab::chain_file::{ChainFile, Topology};
+use lab::runner::attributes::{self, Attributes, Selection};
 use lab::runner::waterfall::Style;
 use lab::runner::{self, RunnerConfig};
 
@@ -46,6 +47,9 @@ struct Args {
     #[arg(long)]
     show_load: bool,
 
+    #[arg(long, value_name = "LIST", help = attributes::HELP, value_parser = Selection::parse)]
+    attributes: Option<Selection>,
+
     /// Where the runner receives the hops' spans (port 0: a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     receiver: std::net::SocketAddr,
@@ -75,13 +79,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let (mut tail_sampling, mut intro) = (None, None);
+    let (mut tail_sampling, mut intro, mut shown) = (None, None, Selection::default());
     let (chain, label) = match (&args.chain, &args.exercise) {
         (Some(path), _) => (ChainFile::read(path)?, format!("chain {}", path.display())),
         (None, Some(name)) => {
             let exercise = lab::exercises::find(&exercises_dir, name)?;
             tail_sampling = exercise.tail_sampling()?;
             intro = Some(guide(&exercise));
+            shown = exercise.terminal.attributes.clone();
             let label = format!("exercise {}: {}", exercise.name, exercise.title);
             (exercise.topology, label)
         }
@@ -89,6 +94,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let binary = lab::service_binary::locate(args.service_bin, "lab")?;
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let attributes = Attributes::new(args.attributes.unwrap_or(shown), &chain);
     runner::run(RunnerConfig {
         chain,
         label,
@@ -98,6 +104,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         load_rate: args.load,
         show_load: args.show_load,
         style: if colour { Style::Colour } else { Style::Plain },
+        attributes,
         receiver_addr: args.receiver,
         tail_sampling,
     })
@@ -175,6 +182,22 @@ mod tests {
         }
         let args = Args::try_parse_from(["lab", "--load", "0.5"]).unwrap();
         assert_eq!(args.load, Some(0.5));
+    }
+
+    #[test]
+    fn attributes_are_a_list_and_none_clears_the_exercises() {
+        let args = Args::try_parse_from(["lab", "--attributes", "error.type,http.*"]).unwrap();
+        assert_eq!(args.attributes.unwrap().0.len(), 2);
+        let args = Args::try_parse_from(["lab", "--attributes", "none"]).unwrap();
+        assert!(args.attributes.unwrap().is_empty());
+        let error = Args::try_parse_from(["lab", "--attributes", "http.*.x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("invalid value 'http.*.x' for '--attributes <LIST>'")
+                && error.contains("`*` may only end a key"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! | `retries` | `{call, failedStatus}`: a CLIENT span repeated per attempt; attempt k has `http.request.resend_count = k`, all but the last failed with `failedStatus`, each calls again; some request retried |
 //! | `tracesPerRequest` | how many traces a request leaves: the chain's number, stated for the reader |
 //! | `tailSampling` | `{keptBy, dropsSome}`: the collector's `status_code`/`latency` policies that keep every trace they match; some traces dropped |
+//! | `slowest` | `{longestSelfTime, spreadMs}`: the slowest request's trace (what an exemplar points to) works longest in that span, and took at least `spreadMs` more than the fastest |
 //!
 //! A trace's shape, under `answers."<status>"`:
 //!
@@ -66,6 +67,8 @@ pub struct Signature {
     pub traces_per_request: Option<usize>,
     #[serde(default)]
     pub tail_sampling: Option<TailKeeps>,
+    #[serde(default)]
+    pub slowest: Option<Slowest>,
 }
 
 fn one() -> usize {
@@ -130,6 +133,14 @@ pub struct TailKeeps {
     pub kept_by: Vec<String>,
     #[serde(default)]
     pub drops_some: bool,
+}
+
+/// The outlier among the requests' traces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Slowest {
+    pub longest_self_time: Selector,
+    pub spread_ms: f64,
 }
 
 /// A span of a hop, `<hop>.<kind>`; `*` for every hop.
@@ -253,6 +264,9 @@ impl Signature {
                 }
             }
         }
+        if let Some(slowest) = &self.slowest {
+            selectors.push(&slowest.longest_self_time);
+        }
         if let Some(retries) = &self.retries {
             anyhow::ensure!(
                 retries.call.kind == Kind::Client && retries.call.hop.is_some(),
@@ -339,6 +353,9 @@ impl Signature {
         self.check_detached(chain, answers, &by_trace, &mut failures);
         if let Some(keeps) = &self.tail_sampling {
             check_tail_sampling(keeps, tail, &traces, &mut failures);
+        }
+        if let Some(slowest) = &self.slowest {
+            check_slowest(chain, slowest, &traces, &mut failures);
         }
         failures
     }
@@ -892,6 +909,44 @@ fn self_time(span: &ReceivedSpan, spans: &[&ReceivedSpan]) -> u64 {
     (end - start).saturating_sub(covered)
 }
 
+/// The slowest trace is slower than the fastest by the spread, and spends
+/// its longest self time where the signature says.
+fn check_slowest(
+    chain: &Topology,
+    slowest: &Slowest,
+    traces: &[Trace],
+    failures: &mut Vec<String>,
+) {
+    let (Some(slow), Some(fast)) = (
+        traces.iter().max_by_key(|t| t.duration()),
+        traces.iter().min_by_key(|t| t.duration()),
+    ) else {
+        failures.push("slowest: no trace to compare".to_string());
+        return;
+    };
+    let spread = (slow.duration().as_secs_f64() - fast.duration().as_secs_f64()) * 1000.0;
+    if spread < slowest.spread_ms {
+        failures.push(format!(
+            "the slowest trace {} took {spread:.0} ms more than the fastest {}, expected at \
+             least {} ms",
+            slow.id, fast.id, slowest.spread_ms
+        ));
+    }
+    let spans: Vec<&ReceivedSpan> = slow.spans.iter().collect();
+    let mut problems = Vec::new();
+    check_timing(
+        chain,
+        &Timing::LongestSelfTime(slowest.longest_self_time.clone()),
+        &spans,
+        &mut problems,
+    );
+    failures.extend(
+        problems
+            .into_iter()
+            .map(|p| format!("the slowest trace {}: {p}", slow.id)),
+    );
+}
+
 fn check_tail_sampling(
     keeps: &TailKeeps,
     tail: Option<&TailSampling>,
@@ -1044,6 +1099,48 @@ mod tests {
             "b.server ends 0 ms after a.client, expected at least 5 ms",
         ] {
             assert!(problems.contains(expected), "{expected}\nin:\n{problems}");
+        }
+    }
+
+    #[test]
+    fn the_slowest_trace_is_the_outlier_the_signature_names() {
+        // A second request, three times as slow everywhere.
+        let mut slow = trace();
+        for span in &mut slow {
+            span.span.trace_id = vec![8; 16];
+            span.span.start_time_unix_nano *= 3;
+            span.span.end_time_unix_nano *= 3;
+        }
+        let answers = [("07", 200), ("08", 200)].map(|(id, status)| Answered {
+            status,
+            trace_id: id.repeat(16),
+            sampled: true,
+        });
+        let spans: Vec<ReceivedSpan> = trace().into_iter().chain(slow).collect();
+        let run = |json: &str| {
+            let signature = signature(json);
+            signature.validate(&chain(), None).unwrap();
+            signature.check(&chain(), None, &answers, &spans).join("\n")
+        };
+        let base = r#""requests": 2, "answers": {"200": {}}"#;
+        assert_eq!(
+            run(&format!(
+                r#"{{{base}, "slowest": {{"longestSelfTime": "a.work", "spreadMs": 150}}}}"#
+            )),
+            ""
+        );
+        let wrong = run(&format!(
+            r#"{{{base}, "slowest": {{"longestSelfTime": "b.server", "spreadMs": 500}}}}"#
+        ));
+        let slow_id = "08".repeat(16);
+        for expected in [
+            format!("the slowest trace {slow_id} took 200 ms more than the fastest"),
+            format!(
+                "the slowest trace {slow_id}: microservice-a's \"simulated work\" has the \
+                 longest self time (180 ms), not b.server"
+            ),
+        ] {
+            assert!(wrong.contains(&expected), "{expected}\nin:\n{wrong}");
         }
     }
 

@@ -4,6 +4,7 @@
 //! keeps a trickle of requests going. Ctrl-C or SIGTERM stops every hop it
 //! started, each flushing its spans first.
 
+pub mod attributes;
 pub mod forward;
 pub mod waterfall;
 
@@ -21,6 +22,7 @@ use crate::load::{self, TrickleCounts};
 use crate::receiver::{OtlpReceiver, Protocol};
 use crate::trace::tail_sampling::TailSampling;
 use crate::trace::{Assembler, Trace, Verdict};
+use attributes::Attributes;
 use forward::Forwarder;
 use waterfall::Style;
 
@@ -49,6 +51,8 @@ pub struct RunnerConfig {
     /// Draw the traces of that load too.
     pub show_load: bool,
     pub style: Style,
+    /// The span attributes printed under each span.
+    pub attributes: Attributes,
     /// Where the runner's receiver listens (port 0: any).
     pub receiver_addr: SocketAddr,
     /// Decides, per finished trace, whether it is kept (forwarded); `None`
@@ -89,6 +93,8 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     let mut assembler = Assembler::new(SETTLE, GIVE_UP);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_report = (Instant::now(), 0u64, 0u64, 0u64);
+    // The load's slowest trace since the last report: the terminal's exemplar.
+    let mut slowest: Option<Trace> = None;
     let failure = loop {
         tokio::select! {
             () = &mut stop => break None,
@@ -97,6 +103,7 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
                 for trace in assembler.finished(Instant::now()) {
                     let verdict = show(&config, &trace, forwarder.as_ref(), &mut out);
                     assembler.record(&trace, verdict);
+                    keep_slowest(&mut slowest, trace);
                 }
                 if let Some(exit) = running.hops.iter_mut().enumerate().find_map(|(index, hop)| {
                     hop.exited().map(|status| (index, status))
@@ -104,7 +111,8 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
                     break Some(exit);
                 }
                 if load_task.is_some() && last_report.0.elapsed() >= LOAD_REPORT_EVERY {
-                    last_report = report_load(&load_counts, last_report, &mut out);
+                    last_report =
+                        report_load(&config, &load_counts, last_report, slowest.take(), &mut out);
                 }
             }
         }
@@ -203,6 +211,10 @@ fn banner(config: &RunnerConfig, running: &Chain, receiver: &OtlpReceiver) -> St
     text.push_str(&format!(
         "\nOpen {entry_url} in a browser (or: curl -s {entry_url} >/dev/null): the trace of each request appears below.\n"
     ));
+    if let Some(shown) = config.attributes.describe() {
+        text.push_str(&shown);
+        text.push('\n');
+    }
     if let Some(rate) = config.load_rate {
         text.push_str(&load_sentence(rate, config.show_load));
     }
@@ -213,11 +225,11 @@ fn banner(config: &RunnerConfig, running: &Chain, receiver: &OtlpReceiver) -> St
 /// The banner's line on `--load`.
 fn load_sentence(rate: f64, show_load: bool) -> String {
     format!(
-        "A load of {rate} request{}/s runs in the background; its traces are counted every {} s, not drawn{}.\n",
+        "A load of {rate} request{}/s runs in the background; every {} s the runner counts its requests and draws the slowest of their traces{}.\n",
         if rate == 1.0 { "" } else { "s" },
         LOAD_REPORT_EVERY.as_secs(),
         if show_load {
-            " (--show-load: drawn too)"
+            " (--show-load: the others too)"
         } else {
             ""
         }
@@ -255,7 +267,7 @@ fn show(
         let _ = write!(
             out,
             "{}",
-            waterfall::render(trace, note.as_deref(), config.style)
+            waterfall::render_with(trace, note.as_deref(), config.style, &config.attributes)
         );
         let _ = out.flush();
     }
@@ -270,22 +282,66 @@ fn is_load(trace: &Trace) -> bool {
         .is_some_and(|agent| agent.starts_with("lab-load/"))
 }
 
+/// Keeps `trace` if it is a whole trace of the runner's load slower than
+/// the one kept.
+fn keep_slowest(slowest: &mut Option<Trace>, trace: Trace) {
+    if trace.late.is_none()
+        && trace.root().is_some()
+        && is_load(&trace)
+        && slowest
+            .as_ref()
+            .is_none_or(|kept| trace.duration() > kept.duration())
+    {
+        *slowest = Some(trace);
+    }
+}
+
+/// The load's counts since the last report, and its slowest trace in that
+/// time, drawn unless `--show-load` drew it already.
 fn report_load(
+    config: &RunnerConfig,
     counts: &TrickleCounts,
     (since, sent_before, failed_before, unanswered_before): (Instant, u64, u64, u64),
+    slowest: Option<Trace>,
     out: &mut impl std::io::Write,
 ) -> (Instant, u64, u64, u64) {
     let sent = counts.sent.load(Ordering::Relaxed);
     let failed = counts.failed.load(Ordering::Relaxed);
     let unanswered = counts.unanswered.load(Ordering::Relaxed);
+    let seconds = since.elapsed().as_secs_f64();
     let _ = writeln!(
         out,
-        "load: {} requests in the last {:.0} s, {} answered non-2xx, {} unanswered\n",
+        "load: {} requests in the last {seconds:.0} s, {} answered non-2xx, {} unanswered",
         sent - sent_before,
-        since.elapsed().as_secs_f64(),
         failed - failed_before,
         unanswered - unanswered_before
     );
+    match slowest {
+        Some(trace) => {
+            let _ = writeln!(
+                out,
+                "load: the slowest, trace {} ({}){}\n",
+                trace.id,
+                waterfall::duration_text(trace.duration()),
+                if config.show_load {
+                    ", is drawn above"
+                } else {
+                    ":"
+                }
+            );
+            if !config.show_load {
+                let note = format!("the load's slowest in {seconds:.0} s");
+                let _ = write!(
+                    out,
+                    "{}",
+                    waterfall::render_with(&trace, Some(&note), config.style, &config.attributes)
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(out);
+        }
+    }
     let _ = out.flush();
     (Instant::now(), sent, failed, unanswered)
 }
@@ -331,6 +387,6 @@ mod tests {
         assert!(load_sentence(1.0, false).starts_with("A load of 1 request/s runs"));
         assert!(load_sentence(2.0, false).starts_with("A load of 2 requests/s runs"));
         assert!(load_sentence(0.5, true).starts_with("A load of 0.5 requests/s runs"));
-        assert!(load_sentence(0.5, true).contains("(--show-load: drawn too)"));
+        assert!(load_sentence(0.5, true).contains("(--show-load: the others too)"));
     }
 }

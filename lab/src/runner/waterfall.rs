@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::attributes::Attributes;
 use crate::receiver::{ReceivedSpan, SpanKind};
 use crate::trace::Trace;
 
@@ -48,6 +49,17 @@ const SERVICE_COLOURS: [&str; 6] = [
 /// trace it hangs from (dim, named by id as above), so that a callee that
 /// outlived its caller shows as a bar that goes on past its parent's.
 pub fn render(trace: &Trace, note: Option<&str>, style: Style) -> String {
+    render_with(trace, note, style, &Attributes::default())
+}
+
+/// [`render`], with the `attributes` selected printed on a line under each
+/// span that has any (see [`super::attributes`]).
+pub fn render_with(
+    trace: &Trace,
+    note: Option<&str>,
+    style: Style,
+    attributes: &Attributes,
+) -> String {
     let paint = |code: &str, text: &str| match style {
         Style::Colour => format!("{code}{text}{RESET}"),
         Style::Plain => text.to_string(),
@@ -169,6 +181,16 @@ pub fn render(trace: &Trace, note: Option<&str>, style: Style) -> String {
             line.push_str(&paint(RED, &text));
         }
         let _ = writeln!(out, "{line}");
+        if let Some(text) = attributes.text(span).filter(|_| !is_context) {
+            // Under the span, on the stem to its children when it has some.
+            let stem = if kids.is_empty() { "  " } else { "│ " };
+            let _ = writeln!(
+                out,
+                "{:TREE_COLUMN$}{}",
+                "",
+                paint(DIM, &format!("{indent}{stem}{text}"))
+            );
+        }
 
         for (i, (child, child_is_context)) in kids.iter().enumerate().rev() {
             let last = i + 1 == kids.len();

@@ -47,8 +47,14 @@ pub struct Lab {
 
 impl Lab {
     pub async fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[]).await
+    }
+
+    /// [`Lab::start`] with these variables set too.
+    pub async fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut child = Command::new(lab_bin())
             .args(args)
+            .envs(envs.iter().copied())
             .arg("--service-bin")
             .arg(binary())
             .env_remove("CARGO")
