@@ -198,7 +198,13 @@ let
     datasources = cfg.services.grafana.provision.datasources.settings;
     dashboards = lib.foldl' (all: p: all // dashboardsOf p) {{ }} providers;
   }};
-in {{ {systems} }}
+  # The lab VM's exercise specialisations whose collector settings differ
+  # from its own: each must be one of the chains this test knows.
+  vm = o.nixosConfigurations.lab.config;
+  collectorOf = cfg: cfg.services.opentelemetry-collector.settings;
+  collectorChanging = lib.attrNames (lib.filterAttrs
+    (_: s: collectorOf s.configuration != collectorOf vm) vm.specialisation);
+in {{ systems = {{ {systems} }}; inherit collectorChanging; }}
 """
 
 
@@ -206,7 +212,14 @@ def evaluate(tempo_versions: list[str], chains: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = check_flake_eval(
         eval_expression(tempo_versions, chains), f"{len(tempo_versions) * len(chains)} lab systems"
     )
-    return result
+    unknown = sorted(set(result["collectorChanging"]) - set(CHAINS))
+    if unknown:
+        raise Failure(
+            f"the exercises {unknown} change the collector's settings, but this test has no chain for them"
+            " (add them to EXERCISES, with a signature)"
+        )
+    systems: dict[str, Any] = result["systems"]
+    return systems
 
 
 # --- what systemd would have done ------------------------------------------------
