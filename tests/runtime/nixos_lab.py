@@ -29,8 +29,9 @@ the same traffic (tail_sampling_check.py).
 
 Tempo and Prometheus start once per Tempo version and serve every chain whose
 systems configure them identically (a chain that configures them differently
-gets backends of its own); the collector (about a second to start) and the
-hops start for each chain with that chain's system's settings. So that data
+gets backends of its own); so does the collector for the chains that follow
+one another with the same collector settings and unit (the tail-sampling
+chain has one of its own); only the hops restart between chains. So that data
 of an earlier chain cannot pass for a later one's, the default chain runs first
 on fresh backends, the metric checks wait for counters to grow past what they
 were when the chain started, and the search for the broken chain's orphans
@@ -198,12 +199,12 @@ let
     datasources = cfg.services.grafana.provision.datasources.settings;
     dashboards = lib.foldl' (all: p: all // dashboardsOf p) {{ }} providers;
   }};
-  # The lab VM's exercise specialisations whose collector settings differ
-  # from its own: each must be one of the chains this test knows.
-  vm = o.nixosConfigurations.lab.config;
-  collectorOf = cfg: cfg.services.opentelemetry-collector.settings;
-  collectorChanging = lib.attrNames (lib.filterAttrs
-    (_: s: collectorOf s.configuration != collectorOf vm) vm.specialisation);
+  # The exercises that give the collector settings of their own (its
+  # `collector` block, nixos/lib/exercises.nix): each must be one of the
+  # chains this test knows. Plain data, so cheaper than evaluating every
+  # specialisation of the lab VM.
+  collectorChanging = lib.attrNames (lib.filterAttrs (_: e: e.collector != {{ }})
+    (import {ROOT}/nixos/lib/exercises.nix).byName);
 in {{ systems = {{ {systems} }}; inherit collectorChanging; }}
 """
 
@@ -648,6 +649,8 @@ class Lab:
     otlp: dict[str, tuple[str, int]]  # Tempo's OTLP receivers by OTEL_EXPORTER_OTLP_PROTOCOL
     tempo_settings: dict[str, Any]  # as Tempo runs them
     scratch: Path  # where a chain's collector keeps its config and state
+    # The collector left running for the next chain, by what it was made from.
+    collector: "tuple[str, Collector] | None" = None
 
 
 def step(what: str, seconds: float) -> None:
@@ -775,6 +778,11 @@ class Collector:
     receivers: dict[str, tuple[str, int]]  # its OTLP receivers by OTEL_EXPORTER_OTLP_PROTOCOL
     settings: dict[str, Any]  # as it runs them
     moved: dict[str, tuple[str, int]]  # receivers moved to another port: where they listen now
+
+
+def collector_key(system: dict[str, Any]) -> str:
+    """What a collector process is made from: chains with the same key share it."""
+    return json.dumps(system["collector"], sort_keys=True)
 
 
 def check_collector() -> None:
@@ -906,16 +914,25 @@ def run_chain(
     try:
         if chain in RECORDED_CHAINS:
             # The hops' traffic recorded on its way to the collector, which
-            # listens one port further: the same requests, byte for byte.
+            # listens on a free port: the same requests, byte for byte. This
+            # collector serves this chain only.
             relay_protocols = set(protocols.values())
             if relay_protocols != {"http/protobuf"}:
                 raise Failure(f"the {chain} chain's hops send {relay_protocols}; the relay passes on OTLP/HTTP only")
+            procs.stop(["collector"])
+            lab.collector = None
             host, port = evaluated.receivers["http/protobuf"]
             free = free_port(host)
             collector = start_collector(lab, system, {"http/protobuf": free})
             relay = OtlpRelay((host, port), local_url(host, free))
+        elif lab.collector is not None and lab.collector[0] == collector_key(system):
+            collector = lab.collector[1]  # the previous chain's, with the same settings and unit
+            say("  collector: the previous chain's (the same settings)")
         else:
+            procs.stop(["collector"])
+            lab.collector = None
             collector = start_collector(lab, system)
+            lab.collector = (collector_key(system), collector)
         started_at, started = time.time(), time.monotonic()
         for unit, env in hop_envs.items():
             procs.start(unit, [str(service_bin)], env, "/")
@@ -975,10 +992,11 @@ def run_chain(
         # The hops flush their spans to the collector as they stop; the
         # collector then sends on what it holds.
         procs.stop(units)
-        procs.stop(["collector"])
+        if lab.collector is None:
+            procs.stop(["collector"])  # a collector of this chain only
         if relay is not None:
             relay.close()
-        step("hops and collector stopped", time.monotonic() - started)
+        step("hops stopped" if lab.collector else "hops and collector stopped", time.monotonic() - started)
 
 
 def run_checks(procs: Processes, backends: Backends, system: dict[str, Any], tempo_settings: dict[str, Any]) -> None:
