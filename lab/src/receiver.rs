@@ -131,6 +131,30 @@ fn text(value: &AnyValue) -> String {
     }
 }
 
+/// The spans of one export request, each with its service, resource and
+/// scope, as [`OtlpReceiver`] keeps them (for replaying recorded traffic).
+pub fn received_spans(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
+    let mut received = Vec::new();
+    for resource_spans in request.resource_spans {
+        let resource = resource_spans
+            .resource
+            .map(|r| r.attributes)
+            .unwrap_or_default();
+        let service = find(&resource, "service.name").unwrap_or_default();
+        for scope_spans in resource_spans.scope_spans {
+            for span in scope_spans.spans {
+                received.push(ReceivedSpan {
+                    service: service.clone(),
+                    resource: resource.clone(),
+                    scope: scope_spans.scope.clone(),
+                    span,
+                });
+            }
+        }
+    }
+    received
+}
+
 /// A trace id as a number; 0 when it is not 16 bytes.
 pub fn trace_id_number(bytes: &[u8]) -> u128 {
     <[u8; 16]>::try_from(bytes).map_or(0, u128::from_be_bytes)

@@ -4,11 +4,12 @@
 Evaluates the package `lab-local` (nix/local.nix) with ../shared/nix-eval/check-flake
 and starts, with exactly the commands and environment of its process-compose
 configuration, real Tempo (../shared/lab-runtime, 3.0.3 and 2.10.8), Debian's
-Prometheus and the chain of the debug build of `microservice`. Substituted are
-only the Nix store paths of the binaries and of the configuration files (written
-here from their evaluated settings), and, since no OpenTelemetry Collector is
-available here, the hops' OTLP endpoint: they send straight to Tempo's receiver.
-Grafana, the collector and the load are not run (not available here).
+Prometheus, the real OpenTelemetry Collector (../shared/lab-runtime, 0.156.0)
+and the chain of the debug build of `microservice`: hops → collector → Tempo,
+as `nix run .#local` has it (the hops' OTLP endpoint is checked to name the
+collector's receiver, not changed). Substituted are only the Nix store paths
+of the binaries and of the configuration files (written here from their
+evaluated settings). Grafana and the load are not run (not available here).
 
 It starts them in the order of the configuration's depends_on, waits for each
 readiness probe it declares, fetches the entry page, and finds the request's
@@ -51,7 +52,8 @@ from support import (
 )
 
 STATE_VAR = "TRACING_LAB_STATE"
-NOT_HERE = {"otel-collector": "no collector here", "grafana": "no Grafana here", "load": "no vegeta here"}
+NOT_HERE = {"grafana": "no Grafana here", "load": "no vegeta here"}
+OTELCOL_VERSION = "0.156.0"
 TEMPO_VERSIONS = ["3.0.3", "2.10.8"]
 # The exercise `nix run .#local` starts with, and its chain.
 EXERCISE = "baseline"
@@ -76,7 +78,9 @@ def evaluate(tempo_versions: list[str]) -> dict[str, Any]:
           config = p.processCompose.{EXERCISE};
           files = p.files.{EXERCISE};
           inherit (p.settings) tempo prometheus;
+          collector = p.settings.collector.{EXERCISE};
           bin = {{
+            collector = lib.getExe pkgs.${{(import {ROOT}/nixos/lib/local.nix).collectorPackage "{EXERCISE}"}};
             tempo = lib.getExe' tempo "tempo";
             prometheus = lib.getExe pkgs.prometheus;
             microservice = lib.getExe o.packages.x86_64-linux.microservice;
@@ -171,13 +175,25 @@ def run(
     tempo_file.write_text(json.dumps(lab["tempo"]))
     prometheus_file = scratch / "prometheus.yml"
     prometheus_file.write_text(json.dumps(lab["prometheus"]))
+    collector_file = scratch / "collector.json"
+    collector_file.write_text(json.dumps(lab["collector"]))
     replacements = {
+        bin_["collector"]: f"{shlex.quote(str(RUNTIME / 'otelcol'))} {OTELCOL_VERSION}",
         bin_["tempo"]: f"{shlex.quote(str(TEMPO_RUNNER))} {tempo_version}",
         bin_["prometheus"]: shlex.quote(prometheus_bin),
         bin_["microservice"]: shlex.quote(str(service_bin)),
     }
-    file_replacements = {files["tempo"]: str(tempo_file), files["prometheus"]: str(prometheus_file)}
-    tempo_otlp = lab["tempo"]["distributor"]["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    file_replacements = {
+        files["tempo"]: str(tempo_file),
+        files["prometheus"]: str(prometheus_file),
+        files["collector"].removeprefix("file:"): str(collector_file),
+    }
+    # The hops send to the collector's OTLP/HTTP receiver, as configured.
+    receiver = lab["collector"]["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    for name in sorted(hop_processes):
+        endpoint = env_of(processes[name]).get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+        if endpoint.rstrip("/") != f"http://{receiver}":
+            raise Failure(f"{name} sends to OTEL_EXPORTER_OTLP_ENDPOINT={endpoint!r}, not to the collector's {receiver}")
 
     # Tempo 3 must not need /var/tempo: an empty directory stands there.
     var_tempo = scratch / "var-tempo"
@@ -197,8 +213,6 @@ def run(
             env = dict(os.environ)
             env[STATE_VAR] = str(state)
             env.update(env_of(process))
-            if name in hop_processes:
-                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{tempo_otlp}"
             argv = [config["shell"]["shell_command"].rsplit("/", 1)[-1], config["shell"]["shell_argument"], command]
             if name == "tempo" and watch_var_tempo:
                 argv = [

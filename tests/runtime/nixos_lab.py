@@ -1,26 +1,37 @@
 #!/usr/bin/env python3
 """Runtime test of the lab's generated configuration, without Nix builds or a VM.
 
-What it proves: the configuration the NixOS modules generate works with the
-real backends. It evaluates lab systems (../shared/nix-eval/check-flake) and
-starts, with exactly what evaluation produced, a real Tempo (2.10.8 or 3.0.3
-from ../shared/lab-runtime: Tempo's settings and the flags of its unit), a real
-Prometheus (Debian's, with the unit's flags), and the chain of the project's
-own `microservice` binary (each hop with its unit's environment and the chain
-of /etc/tracing-lab/lab.json). Then it asserts, with the checks the VM test
-shares (nixos/tests/lab_checks.py): every span of a request with the right
-parents in /api/traces/<id>; search by service.name finds it; every
-caller→callee edge in the service graph and span metrics per service in
-Prometheus; and every query of the provisioned dashboard and of the Tempo data
-source's trace-to-metrics links returns data, with Grafana's variables
-substituted the way Grafana does, sent to the URLs of the provisioned data
-sources. The exercises that break the lab on purpose are checked by their
-signature instead (a failing edge; a trace cut at the hop that drops the
-context).
+What it proves: the lab's whole pipeline, as the NixOS modules generate it,
+works with the real programs. It evaluates lab systems (../shared/nix-eval/
+check-flake) and starts, with exactly what evaluation produced, a real Tempo
+(2.10.8 or 3.0.3 from ../shared/lab-runtime: Tempo's settings and the flags of
+its unit), a real Prometheus (Debian's, with the unit's flags and its scrape
+configs), a real OpenTelemetry Collector (0.156.0 from ../shared/lab-runtime,
+with `services.opentelemetry-collector.settings` and its unit's flags) and
+the chain of the project's own `microservice` binary (each hop with its unit's
+environment and the chain of /etc/tracing-lab/lab.json). The hops send to the
+collector exactly as in the VM: their OTEL_EXPORTER_OTLP_ENDPOINT is checked
+to name the collector's receiver, not changed; the collector sends on to
+Tempo. Then it asserts, with the checks the VM test shares
+(nixos/tests/lab_checks.py): every span of a request with the right parents
+in /api/traces/<id>; search by service.name finds it; every caller→callee edge
+in the service graph and span metrics per service in Prometheus; and every
+query of the provisioned dashboard and of the Tempo data source's
+trace-to-metrics links returns data, with Grafana's variables substituted the
+way Grafana does, sent to the URLs of the provisioned data sources (a query
+with series per service or edge must have every one of the chain's; one
+without, such as the collector's own metrics, must have data). The exercises
+that break the lab on purpose are checked by their signature instead (a
+failing edge; a trace cut at the hop that drops the context). The
+tail-sampling exercise is measured on the real `tail_sampling` processor over
+a few hundred requests, and compared with the terminal runner's imitation on
+the same traffic (tail_sampling_check.py).
 
 Tempo and Prometheus start once per Tempo version and serve every chain whose
 systems configure them identically (a chain that configures them differently
-gets backends of its own); only the hops restart between chains. So that data
+gets backends of its own); so does the collector for the chains that follow
+one another with the same collector settings and unit (the tail-sampling
+chain has one of its own); only the hops restart between chains. So that data
 of an earlier chain cannot pass for a later one's, the default chain runs first
 on fresh backends, the metric checks wait for counters to grow past what they
 were when the chain started, and the search for the broken chain's orphans
@@ -30,14 +41,18 @@ an earlier chain's, but it has had fresh backends with the default chain.
 
 Only these differ from the lab: state directories live in a temporary
 directory (Tempo 3's /var/tempo, which the unit maps with BindPaths, is a bind
-mount in a private mount namespace); the hops send OTLP straight to Tempo's
-receiver (there is no collector here); processes run as root from this
-machine's PATH, not as systemd units.
+mount in a private mount namespace; the collector's StateDirectory and
+WorkingDirectory); processes run as root from this machine's PATH, not as
+systemd units; the collector is the runtime's 0.156.0 build, where nixpkgs
+ships its own. In the tail-sampling chain only, the collector's OTLP/HTTP
+receiver moves to a free port and a recording relay (otlp_relay.py) takes its
+place: it passes every export request on unchanged and keeps a copy, so that
+the spans of the traces the collector drops are known too.
 
 What only the VM test proves: the systemd units themselves (ordering, restarts,
-DynamicUser, hardening), the OpenTelemetry Collector between the hops and
-Tempo, Grafana (provisioning, data sources, the dashboard as it loads), the
-page's nesting, the fault cases, and the Nix build of everything.
+DynamicUser, hardening), Grafana (provisioning, data sources, the dashboard as
+it loads), the page's nesting, the fault cases, and the Nix build of
+everything.
 
 usage: tests/runtime/nixos_lab.py [--tempo VERSION]... [--chain NAME]...
 (default: every Tempo in ../shared/lab-runtime × every chain)
@@ -51,6 +66,8 @@ import os
 import re
 import shlex
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -61,6 +78,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import tail_sampling_check
+from otlp_relay import OtlpRelay, free_port
 from support import (
     ROOT,
     RUNTIME,
@@ -77,6 +96,7 @@ from support import (
     prometheus_binary,
     say,
     service_binary,
+    tail_sampling_binary,
     terminated_like_interrupted,
     trace_id_of,
     wait_until,
@@ -93,7 +113,7 @@ QUERY_TIMEOUT = 90
 # example with fan-out (its Nix block is evaluated as written there), and the
 # exercises that break the lab on purpose in a way Tempo and Prometheus show.
 README_CHAIN_MARK = "A four-hop chain with fan-out"
-EXERCISES = ["errors", "broken-propagation"]
+EXERCISES = ["errors", "broken-propagation", "tail-sampling"]
 CHAINS = ["default", "fan-out", *EXERCISES]
 
 
@@ -161,6 +181,9 @@ let
   in {{
     tempoVersion = system.pkgs.tempo.version;
     tempo = unit cfg "tempo" // {{ inherit (cfg.services.tempo) settings; }};
+    collector = unit cfg "opentelemetry-collector" // {{
+      inherit (cfg.services.opentelemetry-collector) settings;
+    }};
     prometheus = unit cfg "prometheus" // {{
       config = {{
         global = prometheus.globalConfig;
@@ -176,7 +199,13 @@ let
     datasources = cfg.services.grafana.provision.datasources.settings;
     dashboards = lib.foldl' (all: p: all // dashboardsOf p) {{ }} providers;
   }};
-in {{ {systems} }}
+  # The exercises that give the collector settings of their own (its
+  # `collector` block, nixos/lib/exercises.nix): each must be one of the
+  # chains this test knows. Plain data, so cheaper than evaluating every
+  # specialisation of the lab VM.
+  collectorChanging = lib.attrNames (lib.filterAttrs (_: e: e.collector != {{ }})
+    (import {ROOT}/nixos/lib/exercises.nix).byName);
+in {{ systems = {{ {systems} }}; inherit collectorChanging; }}
 """
 
 
@@ -184,7 +213,14 @@ def evaluate(tempo_versions: list[str], chains: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = check_flake_eval(
         eval_expression(tempo_versions, chains), f"{len(tempo_versions) * len(chains)} lab systems"
     )
-    return result
+    unknown = sorted(set(result["collectorChanging"]) - set(CHAINS))
+    if unknown:
+        raise Failure(
+            f"the exercises {unknown} change the collector's settings, but this test has no chain for them"
+            " (add them to EXERCISES, with a signature)"
+        )
+    systems: dict[str, Any] = result["systems"]
+    return systems
 
 
 # --- what systemd would have done ------------------------------------------------
@@ -503,6 +539,11 @@ class Backends:
     trace_spans: list[checks.Span]
     started_at: float  # wall-clock time when the chain's hops started
     counters_before: dict[str, float]  # counter_queries() then, by query
+    collector_settings: dict[str, Any]  # as the chain's collector runs them
+    relay: "OtlpRelay | None"  # what the hops sent, for the chains of RECORDED_CHAINS
+    alive: Callable[[], bool]  # fails when a process of the lab has exited
+    scratch: Path
+    tail_sampling_bin: Path | None  # lab-tail-sampling, when a chain needs it
 
 
 class InBackground:
@@ -607,6 +648,9 @@ class Lab:
     tempo_url: str
     otlp: dict[str, tuple[str, int]]  # Tempo's OTLP receivers by OTEL_EXPORTER_OTLP_PROTOCOL
     tempo_settings: dict[str, Any]  # as Tempo runs them
+    scratch: Path  # where a chain's collector keeps its config and state
+    # The collector left running for the next chain, by what it was made from.
+    collector: "tuple[str, Collector] | None" = None
 
 
 def step(what: str, seconds: float) -> None:
@@ -689,7 +733,7 @@ def running_backends(version: str, system: dict[str, Any], scratch: Path, promet
             state.path(tempo_unit.get("WorkingDirectory", "/")),
         )
         step(f"tempo {version} ready", procs.wait_ready("tempo", tempo_url + "/ready", READY_TIMEOUT))
-        yield Lab(version, procs, tempo_url, otlp, settings)
+        yield Lab(version, procs, tempo_url, otlp, settings, scratch)
     finally:
         # Tempo first: Tempo 2.10 was seen to hang in shutdown for minutes
         # when Prometheus went away at the same moment.
@@ -716,25 +760,141 @@ def counter_queries(hops: list[checks.Hop]) -> list[str]:
     )
 
 
-def run_chain(lab: Lab, chain: str, system: dict[str, Any], service_bin: Path) -> None:
+# Chains whose hops' traffic a relay records on its way to the collector.
+RECORDED_CHAINS = {"tail-sampling"}
+
+# The collector the runtime has; the evaluated unit runs nixpkgs' own build.
+OTELCOL = RUNTIME / "otelcol"
+OTELCOL_VERSION = "0.156.0"
+COLLECTOR_BINARIES = ("otelcol", "otelcol-contrib")
+# systemd's directory specifiers, as the collector's unit uses in WorkingDirectory.
+DIRECTORY_SPECIFIERS = {"%S": "/var/lib", "%t": "/run", "%C": "/var/cache", "%L": "/var/log"}
+
+
+@dataclasses.dataclass
+class Collector:
+    """A chain's collector, running with the system's settings."""
+
+    receivers: dict[str, tuple[str, int]]  # its OTLP receivers by OTEL_EXPORTER_OTLP_PROTOCOL
+    settings: dict[str, Any]  # as it runs them
+    moved: dict[str, tuple[str, int]]  # receivers moved to another port: where they listen now
+
+
+def collector_key(system: dict[str, Any]) -> str:
+    """What a collector process is made from: chains with the same key share it."""
+    return json.dumps(system["collector"], sort_keys=True)
+
+
+def check_collector() -> None:
+    proc = subprocess.run([str(OTELCOL), OTELCOL_VERSION, "--version"], capture_output=True, text=True)
+    if proc.returncode != 0 or OTELCOL_VERSION not in proc.stdout + proc.stderr:
+        raise Failure(f"{OTELCOL} {OTELCOL_VERSION} --version said: {proc.stdout}{proc.stderr}")
+
+
+def unit_directory(value: str, state: StateDirs) -> str:
+    for specifier, directory in DIRECTORY_SPECIFIERS.items():
+        value = value.replace(specifier, directory)
+    return state.path(systemd_unescape(value, "WorkingDirectory"))
+
+
+def collector_receivers(settings: dict[str, Any]) -> dict[str, tuple[str, int]]:
+    protocols = settings.get("receivers", {}).get("otlp", {}).get("protocols", {})
+    return {
+        protocol: host_port(protocols[key]["endpoint"], f"the collector's OTLP {key} receiver")
+        for protocol, key in (("http/protobuf", "http"), ("grpc", "grpc"))
+        if key in protocols and "endpoint" in (protocols[key] or {})
+    }
+
+
+def start_collector(lab: Lab, system: dict[str, Any], move: dict[str, int] | None = None) -> Collector:
+    """Starts the collector as its unit would, with the system's settings
+    (state directories moved into the scratch directory). `move` puts OTLP
+    receivers (by protocol) on other ports, for a relay on their own."""
+    unit = system["collector"]["serviceConfig"]
+    state = StateDirs(lab.scratch / "collector-root")
+    state.add_unit(unit)
+    settings = state.tree(system["collector"]["settings"])
+    receivers = collector_receivers(settings)
+    moved: dict[str, tuple[str, int]] = {}
+    for protocol, port in (move or {}).items():
+        key = "http" if protocol == "http/protobuf" else "grpc"
+        if protocol not in receivers:
+            raise Failure(f"the collector has no OTLP {key} receiver to move")
+        moved[protocol] = (receivers[protocol][0], port)
+        settings["receivers"]["otlp"]["protocols"][key]["endpoint"] = f"{receivers[protocol][0]}:{port}"
+    config = lab.scratch / "collector.json"
+    config.write_text(json.dumps(settings, indent=2))  # JSON is YAML
+    args = exec_start(unit, "opentelemetry-collector.service")
+    if os.path.basename(args[0]) not in COLLECTOR_BINARIES:
+        raise Failure(f"opentelemetry-collector.service runs {args[0]}, not one of {COLLECTOR_BINARIES}")
+    args = replace_flag([state.arg(a) for a in args[1:]], ("--config",), f"file:{config}", "the collector")
+    listening = {**receivers, **moved}
+    check_ports_free([(f"the collector's OTLP receiver ({p})", h, port) for p, (h, port) in listening.items()])
+    started = time.monotonic()
+    lab.procs.start(
+        "collector",
+        [str(OTELCOL), OTELCOL_VERSION, *args],
+        process_env(system["collector"]["environment"], "opentelemetry-collector"),
+        unit_directory(unit.get("WorkingDirectory", "/"), state),
+    )
+    # No health_check extension in the lab's settings: its receivers
+    # answering at all is what says it is up.
+    for protocol, (host, port) in listening.items():
+        url = local_url(host, port) + ("/v1/traces" if protocol == "http/protobuf" else "")
+        wait_until(
+            f"the collector's OTLP receiver on {host}:{port}",
+            READY_TIMEOUT,
+            lambda: lab.procs.assert_alive("collector") and port_open(url, protocol),
+            0.2,
+        )
+    step(f"collector {OTELCOL_VERSION} ready", time.monotonic() - started)
+    return Collector(receivers, settings, moved)
+
+
+def port_open(url: str, protocol: str) -> bool:
+    if protocol == "http/protobuf":
+        return http(url, timeout=3)[0] != 0  # 405 for a GET: it listens
+    host, port = host_port(url.removeprefix("http://"), "the collector's gRPC receiver")
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def hop_endpoint(env: dict[str, str], unit: str, collector: Collector) -> str:
+    """Checks that the hop sends where the collector receives (as in the VM);
+    the protocol it uses."""
+    protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    if protocol not in collector.receivers:
+        raise Failure(f"{unit} sends OTLP over {protocol}, for which the collector has no receiver")
+    if "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in env:
+        raise Failure(f"{unit} sets OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, which this test does not check")
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+    if endpoint.rstrip("/") != local_url(*collector.receivers[protocol]):
+        raise Failure(
+            f"{unit} sends to OTEL_EXPORTER_OTLP_ENDPOINT={endpoint!r}, "
+            f"not to the collector's {protocol} receiver {local_url(*collector.receivers[protocol])}"
+        )
+    return protocol
+
+
+def run_chain(
+    lab: Lab, chain: str, system: dict[str, Any], service_bin: Path, tail_sampling_bin: Path | None
+) -> None:
     """Starts the chain's hops against running backends, checks, stops the hops."""
     hops: list[checks.Hop] = json.loads(system["labJson"])["hops"]
     procs = lab.procs
 
-    # The hops: their units' environment, exporting straight to Tempo.
+    # The hops: their units' environment, unchanged; it must name the collector's receiver.
     hop_envs = {}
     for hop in hops:
         unit = hop["unit"].removesuffix(".service")
         if unit not in system["hops"]:
             raise Failure(f"lab.json names {hop['unit']}, which the system does not define")
-        env = process_env(system["hops"][unit]["environment"], unit)
-        protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        if protocol not in lab.otlp:
-            raise Failure(f"{unit} sends OTLP over {protocol}, for which Tempo has no receiver")
-        if "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in env:
-            raise Failure(f"{unit} sets OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, which this test does not redirect")
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = local_url(*lab.otlp[protocol])
-        hop_envs[unit] = env
+        hop_envs[unit] = process_env(system["hops"][unit]["environment"], unit)
+    evaluated = Collector(collector_receivers(system["collector"]["settings"]), system["collector"]["settings"], {})
+    protocols = {unit: hop_endpoint(env, unit, evaluated) for unit, env in hop_envs.items()}
     check_ports_free(
         [
             (f"{u} (HTTP_HOST, HTTP_PORT)", e.get("HTTP_HOST", "127.0.0.1"), int(e["HTTP_PORT"]))
@@ -750,7 +910,29 @@ def run_chain(lab: Lab, chain: str, system: dict[str, Any], service_bin: Path) -
     counters_before = {query: counter_total(prom_ds, query) for query in counter_queries(hops)}
 
     units = [hop["unit"].removesuffix(".service") for hop in hops]
+    relay: OtlpRelay | None = None
     try:
+        if chain in RECORDED_CHAINS:
+            # The hops' traffic recorded on its way to the collector, which
+            # listens on a free port: the same requests, byte for byte. This
+            # collector serves this chain only.
+            relay_protocols = set(protocols.values())
+            if relay_protocols != {"http/protobuf"}:
+                raise Failure(f"the {chain} chain's hops send {relay_protocols}; the relay passes on OTLP/HTTP only")
+            procs.stop(["collector"])
+            lab.collector = None
+            host, port = evaluated.receivers["http/protobuf"]
+            free = free_port(host)
+            collector = start_collector(lab, system, {"http/protobuf": free})
+            relay = OtlpRelay((host, port), local_url(host, free))
+        elif lab.collector is not None and lab.collector[0] == collector_key(system):
+            collector = lab.collector[1]  # the previous chain's, with the same settings and unit
+            say("  collector: the previous chain's (the same settings)")
+        else:
+            procs.stop(["collector"])
+            lab.collector = None
+            collector = start_collector(lab, system)
+            lab.collector = (collector_key(system), collector)
         started_at, started = time.time(), time.monotonic()
         for unit, env in hop_envs.items():
             procs.start(unit, [str(service_bin)], env, "/")
@@ -759,7 +941,20 @@ def run_chain(lab: Lab, chain: str, system: dict[str, Any], service_bin: Path) -
         step(f"{len(hops)} hops ready", time.monotonic() - started)
 
         backends = Backends(
-            lab.tempo_url, prom_ds, datasources, {}, hops, hops[0]["url"], [], started_at, counters_before
+            lab.tempo_url,
+            prom_ds,
+            datasources,
+            {},
+            hops,
+            hops[0]["url"],
+            [],
+            started_at,
+            counters_before,
+            collector.settings,
+            relay,
+            procs.all_alive,
+            lab.scratch,
+            tail_sampling_bin,
         )
         signature = EXERCISE_SIGNATURES.get(chain)
         if signature:
@@ -770,11 +965,17 @@ def run_chain(lab: Lab, chain: str, system: dict[str, Any], service_bin: Path) -
         else:
             run_checks(procs, backends, system, lab.tempo_settings)
     except Failure as failure:
-        # Evidence for the usual culprits: what Tempo and Prometheus said.
+        # Evidence for the usual culprits: what Tempo, Prometheus and the collector said.
         tempo_said = procs.log_tail("tempo", 12, r"level=(error|warn)|err=[^n]|failed")
         prom_said = procs.log_tail("prometheus", 6, r"level=(error|warn)")
+        collector_said = procs.log_tail("collector", 12, r"\t(error|warn)\t|failed|dropp")
         raise Failure(
             f"{failure}"
+            + (
+                f"\n  the collector's log (errors, warnings):\n{collector_said}"
+                if collector_said and "collector exited" not in str(failure)
+                else ""
+            )
             + (
                 f"\n  Tempo's log (errors, warnings):\n{tempo_said}"
                 if tempo_said and "tempo exited" not in str(failure)
@@ -788,8 +989,14 @@ def run_chain(lab: Lab, chain: str, system: dict[str, Any], service_bin: Path) -
         ) from None
     finally:
         started = time.monotonic()
+        # The hops flush their spans to the collector as they stop; the
+        # collector then sends on what it holds.
         procs.stop(units)
-        step("hops stopped", time.monotonic() - started)
+        if lab.collector is None:
+            procs.stop(["collector"])  # a collector of this chain only
+        if relay is not None:
+            relay.close()
+        step("hops stopped" if lab.collector else "hops and collector stopped", time.monotonic() - started)
 
 
 def run_checks(procs: Processes, backends: Backends, system: dict[str, Any], tempo_settings: dict[str, Any]) -> None:
@@ -1159,9 +1366,20 @@ def broken_propagation_signature(b: Backends) -> None:
         wait_until(f"a trace that starts at {lost} in Tempo's search", SEARCH_TIMEOUT, orphan_found)
 
 
+def tail_sampling_signature(b: Backends) -> None:
+    """The tail-sampling exercise on the real `tail_sampling` processor, and
+    the runner's imitation on the same traffic (tail_sampling_check.py)."""
+    if b.relay is None or b.tail_sampling_bin is None:
+        raise Failure("the tail-sampling chain runs without its relay or lab-tail-sampling")
+    tail_sampling_check.measure(
+        b.tempo, b.entry_url, b.hops, b.collector_settings, b.relay, b.tail_sampling_bin, b.scratch, b.alive
+    )
+
+
 EXERCISE_SIGNATURES: dict[str, Callable[[Backends], None]] = {
     "errors": errors_signature,
     "broken-propagation": broken_propagation_signature,
+    "tail-sampling": tail_sampling_signature,
 }
 
 
@@ -1193,6 +1411,8 @@ def run_all(versions: list[str], chains: list[str]) -> int:
         prometheus_bin = prometheus_binary(install=True)
         assert prometheus_bin is not None
         service_bin = service_binary()
+        tail_sampling_bin = tail_sampling_binary() if RECORDED_CHAINS & set(chains) else None
+        check_collector()
         systems = evaluate(versions, chains)
     except Failure as failure:
         say(f"nixos_lab: {failure}")
@@ -1204,7 +1424,7 @@ def run_all(versions: list[str], chains: list[str]) -> int:
         for chain in chains:
             groups.setdefault(backends_key(systems[f"{version}/{chain}"]), []).append(chain)
         for group in groups.values():
-            results += run_group(version, group, systems, prometheus_bin, service_bin)
+            results += run_group(version, group, systems, prometheus_bin, service_bin, tail_sampling_bin)
 
     say("\nnixos_lab:")
     for name, ok, seconds in results:
@@ -1215,7 +1435,12 @@ def run_all(versions: list[str], chains: list[str]) -> int:
 
 
 def run_group(
-    version: str, group: list[str], systems: dict[str, Any], prometheus_bin: str, service_bin: Path
+    version: str,
+    group: list[str],
+    systems: dict[str, Any],
+    prometheus_bin: str,
+    service_bin: Path,
+    tail_sampling_bin: Path | None,
 ) -> list[tuple[str, bool, float]]:
     """One Tempo and one Prometheus for the chains of `group`, one after another."""
     results: list[tuple[str, bool, float]] = []
@@ -1231,7 +1456,7 @@ def run_group(
                 say(f"\n--- {chain_name}")
                 started = time.monotonic()
                 try:
-                    run_chain(lab, chain, systems[f"{version}/{chain}"], service_bin)
+                    run_chain(lab, chain, systems[f"{version}/{chain}"], service_bin, tail_sampling_bin)
                     results.append((chain_name, True, time.monotonic() - started))
                 except Failure as failure:
                     say(f"FAILED: {chain_name}: {failure}")

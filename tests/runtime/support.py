@@ -70,6 +70,26 @@ def service_binary() -> Path:
     return ROOT / "target" / "debug" / "microservice"
 
 
+# The lab crate's lab-tail-sampling, built beforehand (CI); else built here.
+TAIL_SAMPLING_BIN_VAR = "TRACING_LAB_TAIL_SAMPLING_BIN"
+
+
+def tail_sampling_binary() -> Path:
+    """lab-tail-sampling (the runner's tail-sampling decisions on recorded
+    traffic): $TRACING_LAB_TAIL_SAMPLING_BIN, else the debug build."""
+    given = os.environ.get(TAIL_SAMPLING_BIN_VAR)
+    if given:
+        path = Path(given)
+        if not os.access(path, os.X_OK):
+            raise Failure(f"{TAIL_SAMPLING_BIN_VAR}={given} is not an executable file")
+        return path
+    say("building target/debug/lab-tail-sampling")
+    command = ["cargo", "build", "--locked", "-p", "lab", "--bin", "lab-tail-sampling"]
+    if subprocess.run(command, cwd=ROOT).returncode != 0:
+        raise Failure("cargo build -p lab --bin lab-tail-sampling failed")
+    return ROOT / "target" / "debug" / "lab-tail-sampling"
+
+
 def prometheus_binary(install: bool) -> str | None:
     """Debian's Prometheus; installed with apt when `install` and missing."""
     found = shutil.which("prometheus") or ("/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None)

@@ -55,14 +55,18 @@ impl TailSampling {
         })
     }
 
-    /// Whether `trace` is kept, and the words for its waterfall.
-    pub fn decide(&self, trace: &Trace) -> (bool, String) {
-        let keeping: Vec<&str> = self
-            .policies
+    /// The names of the policies that keep `trace` (none: it is dropped).
+    pub fn keeping(&self, trace: &Trace) -> Vec<&str> {
+        self.policies
             .iter()
             .filter(|policy| policy.rule.keeps(trace))
             .map(|policy| policy.name.as_str())
-            .collect();
+            .collect()
+    }
+
+    /// Whether `trace` is kept, and the words for its waterfall.
+    pub fn decide(&self, trace: &Trace) -> (bool, String) {
+        let keeping = self.keeping(trace);
         if keeping.is_empty() {
             (
                 false,
