@@ -47,8 +47,8 @@ rec {
   };
 
   # The collector's own metrics (accepted, refused, sent, failed spans, the
-  # queue): Prometheus' form, pulled on loopback at the port the topology
-  # reserves. The `readers` form replaced `address` in 0.111; both lines the
+  # queue, the dashboard's pipeline row): Prometheus' form, pulled on
+  # loopback at the port the topology reserves. The `readers` form replaced `address` in 0.111; both lines the
   # lab runs on know only it.
   collectorTelemetryMetrics = {
     level = "normal";
@@ -57,6 +57,10 @@ rec {
         pull.exporter.prometheus = {
           host = "127.0.0.1";
           port = fixedPorts.collectorTelemetry;
+          # The same metric names on every version (otelcol_exporter_sent_spans):
+          # older collectors appended _total and units unless told not to.
+          without_type_suffix = true;
+          without_units = true;
         };
       }
     ];
