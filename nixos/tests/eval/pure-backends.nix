@@ -104,6 +104,9 @@ let
             {
               host = "127.0.0.1";
               port = topology.fixedPorts.collectorTelemetry;
+              # The names the dashboard queries, without _total or units, on every version.
+              without_type_suffix = true;
+              without_units = true;
             }
           ];
           scraped = [ [ { targets = [ "127.0.0.1:${toString topology.fixedPorts.collectorTelemetry}" ]; } ] ];
