@@ -11,7 +11,9 @@ sends a steady load to the entry hop. Then:
      request sent meanwhile reaches Tempo (the exporter's queue and retries);
   b. the collector stops for COLLECTOR_GAP seconds and starts again: what the
      hops could not deliver meanwhile is counted;
-  c. the collector runs with its queue shrunk to SMALL_QUEUE batches and its
+  c. the collector hangs (SIGSTOP) for COLLECTOR_GAP seconds, then goes on:
+     no request fails or slows by more than SLOWER_AT_MOST;
+  d. the collector runs with its queue shrunk to SMALL_QUEUE batches and its
      retries to SMALL_RETRY (an override for this case only: the lab's queue
      carries about 10 minutes) and Tempo stops again: spans are lost, the
      collector's own metrics count at least as many as are missing, and no
@@ -31,6 +33,7 @@ import dataclasses
 import json
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import threading
@@ -67,11 +70,12 @@ STATE_VAR = "TRACING_LAB_STATE"
 DASHBOARD = ROOT / "nixos" / "modules" / "tracing-lab" / "dashboards" / "tracing-lab.json"
 
 OUTAGE = 15.0  # seconds Tempo is away in case a, then as long as it takes to be ready
-OUTAGE_PAST_QUEUE = 5.0  # the same in case c, which its small queue cannot carry
+OUTAGE_PAST_QUEUE = 5.0  # the same in case d, which its small queue cannot carry
 COLLECTOR_GAP = 6.0  # seconds the collector is away in case b: past the hops' 5 s batch delay
 RATE = 4.0  # requests a second: the lab's load (2) and a user clicking
-SMALL_QUEUE = 2  # batches, case c only
-SMALL_RETRY = "3s"  # max_elapsed_time, case c only
+SLOWER_AT_MOST = 1.0  # seconds a request may take longer while the collector hangs (case c)
+SMALL_QUEUE = 2  # batches, case d only
+SMALL_RETRY = "3s"  # max_elapsed_time, case d only
 # The collector's counters of spans it gave up on: retries ran out, queue full.
 RSS = "otelcol_process_memory_rss"
 LOST_COUNTERS = ["otelcol_exporter_send_failed_spans", "otelcol_exporter_enqueue_failed_spans"]
@@ -105,6 +109,7 @@ class Request:
     sent: float  # monotonic
     status: int
     trace_id: str
+    took: float  # seconds
 
 
 class Load:
@@ -122,7 +127,7 @@ class Load:
         while not self.stopping.is_set() and time.monotonic() < deadline:
             sent = time.monotonic()
             status, headers, _ = http(self.url, timeout=10)
-            self.requests.append(Request(sent, status, trace_id_of(headers)))
+            self.requests.append(Request(sent, status, trace_id_of(headers), time.monotonic() - sent))
             next_at += 1 / RATE
             self.stopping.wait(max(0.0, next_at - time.monotonic()))
 
@@ -378,9 +383,48 @@ def collector_restart(lab: Lab, load: Load, expected: int, case: str) -> Figures
     )
 
 
+def collector_hangs(lab: Lab, load: Load, expected: int, case: str) -> Figures:
+    """The collector stopped in its tracks (SIGSTOP) for COLLECTOR_GAP seconds:
+    its sockets still accept, nothing answers. Requests must not notice."""
+    group = lab.procs.running["otel-collector"].pid  # its own process group
+    before = load.between(time.monotonic() - 10, time.monotonic())
+    start = time.monotonic()
+    os.killpg(group, signal.SIGSTOP)
+    try:
+        wait_until(
+            f"{COLLECTOR_GAP:.0f} s of a hung collector",
+            COLLECTOR_GAP + 1,
+            lambda: time.monotonic() - start >= COLLECTOR_GAP,
+            0.2,
+        )
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    end = time.monotonic()
+    requests = load.between(start, end)
+    check_answers(case, requests)
+    slowest_before = max((r.took for r in before), default=0.0)
+    slowest = max(r.took for r in requests)
+    say(f"  slowest request: {slowest * 1000:.0f} ms while it hung, {slowest_before * 1000:.0f} ms before")
+    if slowest > slowest_before + SLOWER_AT_MOST:
+        raise Failure(f"{case}: a request took {slowest:.2f} s while the collector hung, {slowest_before:.2f} s before")
+    # The hops' exports to the hung collector time out; what they held is counted.
+    in_tempo = count_in_tempo(lab.url("tempo", ""), requests, expected, 20)
+    now = metrics(lab.url("otel-collector", "/metrics"))
+    return Figures(
+        case,
+        len(requests),
+        len(requests) * expected,
+        in_tempo,
+        now.get("otelcol_exporter_queue_size", 0.0),
+        now.get("otelcol_exporter_queue_capacity", 0.0),
+        sum(now.get(name, 0.0) for name in LOST_COUNTERS),
+        now.get(RSS, 0.0),
+    )
+
+
 def shrunk(settings: dict[str, Any]) -> dict[str, Any]:
     """The lab's collector settings with the exporter's queue and retries cut
-    down so that an OUTAGE overflows them (case c only)."""
+    down so that an outage overflows them (case d only)."""
     small = copy.deepcopy(settings)
     exporters = small["service"]["pipelines"]["traces"]["exporters"]
     if len(exporters) != 1:
@@ -451,7 +495,11 @@ def run(scratch: Path) -> list[Figures]:
             figures.append(collector_restart(lab, load, expected, "b. collector restart"))
             say(figures[-1].line())
 
-            say(f"c. queue of {SMALL_QUEUE} batches, retries {SMALL_RETRY}, Tempo away {OUTAGE_PAST_QUEUE:.0f} s")
+            say(f"c. the collector hangs for {COLLECTOR_GAP:.0f} s")
+            figures.append(collector_hangs(lab, load, expected, "c. collector hangs"))
+            say(figures[-1].line())
+
+            say(f"d. queue of {SMALL_QUEUE} batches, retries {SMALL_RETRY}, Tempo away {OUTAGE_PAST_QUEUE:.0f} s")
             small = scratch / "collector-small-queue.json"
             small.write_text(json.dumps(shrunk(evaluated["collector"])))
             lab.procs.stop(["otel-collector"])
@@ -459,7 +507,7 @@ def run(scratch: Path) -> list[Figures]:
             settle = time.monotonic()
             wait_until("the hops exporting to the new collector", 10, lambda: time.monotonic() - settle >= 6, 0.2)
             # What arrives later than `settle` counts as missing: the check below stays fair.
-            figures.append(tempo_outage(lab, load, expected, "c. Tempo outage past the queue", OUTAGE_PAST_QUEUE, 10))
+            figures.append(tempo_outage(lab, load, expected, "d. Tempo outage past the queue", OUTAGE_PAST_QUEUE, 10))
             say(figures[-1].line())
             missing = figures[-1].sent - figures[-1].in_tempo
             if missing <= 0 or figures[-1].counted_lost < missing:
