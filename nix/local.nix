@@ -56,9 +56,14 @@ let
       lib.throwIf (plugins.missing != [ ])
         "tracing-lab-local: ${lib.concatStringsSep " " plugins.missing}"
         (local.grafanaSettings { inherit pluginsDir provisioningDir; });
-    # Nothing is scraped: Tempo writes its metrics through remote write.
-    prometheus = { };
-    collector = lib.genAttrs exercises.names local.collectorSettings;
+    prometheus = local.prometheusSettings;
+    collector = lib.genAttrs exercises.names (
+      exercise:
+      local.collectorSettings {
+        inherit exercise;
+        collectorVersion = (collectorPackage exercise).version;
+      }
+    );
   };
 
   collectorPackage = exercise: pkgs.${local.collectorPackage exercise};

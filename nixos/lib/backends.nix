@@ -4,7 +4,7 @@
 # else that runs the same backends can take them too. Builtins only, so
 # `nix-instantiate --eval --strict` tests it without nixpkgs (../tests/eval/pure-backends.nix).
 let
-  inherit (import ./topology.nix) tempoDatasourceUid prometheusDatasourceUid;
+  inherit (import ./topology.nix) tempoDatasourceUid prometheusDatasourceUid fixedPorts;
 
   atLeast = version: floor: builtins.compareVersions version floor >= 0;
   loopback = port: "127.0.0.1:${toString port}";
@@ -14,19 +14,73 @@ let
   spanLatencyBuckets = "traces_spanmetrics_latency_bucket{$$__tags}";
 in
 rec {
+  # OpenTelemetry Collector 0.144 renamed the OTLP exporters (`otlp` to
+  # `otlp_grpc`, `otlphttp` to `otlp_http`), keeping the old names as
+  # deprecated aliases that log a warning. So the name follows the collector
+  # that runs it: nixos-26.05's 0.151 and newer take the new one, older ones
+  # know only the old one (nixos/tests/eval/versions.nix checks both).
+  collectorOtlpExporter =
+    collectorVersion: if atLeast collectorVersion "0.144" then "otlp_grpc" else "otlp";
+
+  # The exporter's queue and retries, for the lab's load: 2 requests a second
+  # (loadRate) plus a user clicking, about 15 spans a request, so some 30-50
+  # spans a second. The batch processor (timeout 1s) turns that into about one
+  # batch a second, and `queue_size` counts batches (requests to Tempo), not
+  # spans: 600 batches carry a Tempo outage of about 10 minutes, some 30,000
+  # spans, a few tens of MiB, well under the memory limiter's 256 MiB (if the
+  # heap gets there anyway, the receiver refuses spans; the hops drop them and
+  # their requests go on). `max_elapsed_time` gives a batch as long as the
+  # queue lasts before it counts as failed; retries back off from 1 s to
+  # 10 s, so spans reach Tempo within about 10 s of its return. Beyond the
+  # queue, new batches are dropped (otelcol_exporter_enqueue_failed_spans)
+  # and batches past their time too (otelcol_exporter_send_failed_spans).
+  collectorSendingQueue = {
+    enabled = true;
+    num_consumers = 4;
+    queue_size = 600;
+  };
+  collectorRetry = {
+    enabled = true;
+    initial_interval = "1s";
+    max_interval = "10s";
+    max_elapsed_time = "10m";
+  };
+
+  # The collector's own metrics (accepted, refused, sent, failed spans, the
+  # queue, the dashboard's pipeline row): Prometheus' form, pulled on
+  # loopback at the port the topology reserves. The `readers` form replaced `address` in 0.111; both lines the
+  # lab runs on know only it.
+  collectorTelemetryMetrics = {
+    level = "normal";
+    readers = [
+      {
+        pull.exporter.prometheus = {
+          host = "127.0.0.1";
+          port = fixedPorts.collectorTelemetry;
+          # The same metric names on every version (otelcol_exporter_sent_spans):
+          # older collectors appended _total and units unless told not to.
+          without_type_suffix = true;
+          without_units = true;
+        };
+      }
+    ];
+  };
+
   # OpenTelemetry Collector, core distribution: the otlp receiver, the
-  # memory_limiter and batch processors, the otlp exporter. `otlp` is the
-  # exporter's name before and after its rename to `otlp_grpc` (kept as an
-  # alias), so this works with either collector. Its own metrics stay on the
-  # built-in localhost:8888 (topology.nix's fixedPorts). With `tailSampling`
-  # (an exercise's settings of the contrib distribution's `tail_sampling`
-  # processor) every trace is held until its sampling decision, between the
-  # memory limiter and the batching.
+  # memory_limiter and batch processors, the OTLP/gRPC exporter to Tempo
+  # (named for `collectorVersion`, see collectorOtlpExporter). With
+  # `tailSampling` (an exercise's settings of the contrib distribution's
+  # `tail_sampling` processor) every trace is held until its sampling
+  # decision, between the memory limiter and the batching.
   collectorSettings =
     {
       ports,
+      collectorVersion,
       tailSampling ? null,
     }:
+    let
+      exporter = collectorOtlpExporter collectorVersion;
+    in
     {
       receivers.otlp.protocols = {
         grpc.endpoint = loopback ports.collectorOtlpGrpc;
@@ -41,20 +95,35 @@ rec {
         batch.timeout = "1s";
       }
       // (if tailSampling == null then { } else { tail_sampling = tailSampling; });
-      exporters.otlp = {
+      exporters.${exporter} = {
         endpoint = loopback ports.tempoOtlpGrpc;
         tls.insecure = true;
+        sending_queue = collectorSendingQueue;
+        retry_on_failure = collectorRetry;
       };
-      service.pipelines.traces = {
-        receivers = [ "otlp" ];
-        processors = [
-          "memory_limiter"
-        ]
-        ++ (if tailSampling == null then [ ] else [ "tail_sampling" ])
-        ++ [ "batch" ];
-        exporters = [ "otlp" ];
+      service = {
+        telemetry.metrics = collectorTelemetryMetrics;
+        pipelines.traces = {
+          receivers = [ "otlp" ];
+          processors = [
+            "memory_limiter"
+          ]
+          ++ (if tailSampling == null then [ ] else [ "tail_sampling" ])
+          ++ [ "batch" ];
+          exporters = [ exporter ];
+        };
       };
     };
+
+  # What Prometheus scrapes: the collector's own metrics (the dashboard's
+  # pipeline row). Everything else arrives by remote write.
+  prometheusScrapeConfigs = [
+    {
+      job_name = "otel-collector";
+      scrape_interval = "5s";
+      static_configs = [ { targets = [ (loopback fixedPorts.collectorTelemetry) ]; } ];
+    }
+  ];
 
   # Where Tempo's metrics-generator writes: Prometheus' remote-write receiver.
   prometheusRemoteWriteUrl = ports: "http://${loopback ports.prometheus}/api/v1/write";
@@ -126,8 +195,8 @@ rec {
       backend_scheduler.local_work_path = stateDir;
     };
 
-  # Nothing is scraped: Tempo's metrics-generator writes service-graph and
-  # span metrics through the remote-write receiver.
+  # Tempo's metrics-generator writes service-graph and span metrics through
+  # the remote-write receiver; only the collector is scraped.
   prometheusFlags = [
     "--web.enable-remote-write-receiver"
     # Keeps the trace ids Tempo attaches, so Grafana can jump from a latency spike to a trace.

@@ -108,12 +108,17 @@ rec {
       else
         lab;
 
+  # `collectorVersion`: the version of the collector package that runs it.
   collectorSettings =
-    exercise:
+    { exercise, collectorVersion }:
     backends.collectorSettings {
-      inherit ports;
+      inherit ports collectorVersion;
       tailSampling = backends.exerciseTailSampling exercises.byName.${exercise};
     };
+
+  # Prometheus' configuration file: it scrapes the collector's own metrics,
+  # as in the VM; the rest arrives by remote write.
+  prometheusSettings.scrape_configs = backends.prometheusScrapeConfigs;
 
   # The collector distribution (nixpkgs attribute name) the exercise needs.
   collectorPackage =

@@ -54,8 +54,8 @@ rec {
     collectorOtlpHttp = 4318;
   };
 
-  # Ports a lab component takes without the lab setting them: the collector
-  # serves its own metrics on localhost:8888 by default.
+  # Ports that are not options: the collector's own metrics, on its usual
+  # 8888 (backends.nix sets it there, and Prometheus scrapes it).
   fixedPorts = {
     collectorTelemetry = 8888;
   };
@@ -70,7 +70,7 @@ rec {
     prometheus = "Prometheus (services.tracing-lab.ports.prometheus)";
     collectorOtlpGrpc = "the collector's OTLP/gRPC receiver (services.tracing-lab.ports.collectorOtlpGrpc)";
     collectorOtlpHttp = "the collector's OTLP/HTTP receiver (services.tracing-lab.ports.collectorOtlpHttp)";
-    collectorTelemetry = "the collector's own metrics (its built-in default)";
+    collectorTelemetry = "the collector's own metrics (scraped by Prometheus)";
   };
 
   # The baseline exercise's three hops (exercises/baseline.json, which the lab

@@ -19,6 +19,8 @@ in
       settings = backends.collectorSettings {
         inherit (cfg) ports;
         inherit tailSampling;
+        # Component names follow the collector that runs them.
+        collectorVersion = config.services.opentelemetry-collector.package.version;
       };
       # `otelcol validate` checks the generated file when the system is built
       # (the default only in nixpkgs after 26.05).

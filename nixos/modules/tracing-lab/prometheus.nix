@@ -10,6 +10,8 @@ in
       inherit (cfg) listenAddress;
       port = cfg.ports.prometheus;
       extraFlags = backends.prometheusFlags;
+      # The collector's own metrics, for the dashboard's pipeline row.
+      scrapeConfigs = backends.prometheusScrapeConfigs;
     };
   };
 }

@@ -110,7 +110,7 @@ let
         ]
         [ receivers.grpc.endpoint receivers.http.endpoint ]
     ++ expect "collector exports to Tempo's OTLP/gRPC receiver" tempoReceivers.grpc.endpoint (
-      collector.exporters.otlp.endpoint
+      collector.exporters.${lib.head collector.service.pipelines.traces.exporters}.endpoint or null
     )
     ++
       expect "Tempo's OTLP receivers"
@@ -228,7 +228,7 @@ let
       depends_on = removeAttrs base.config.processes.microservice-1.depends_on [ "microservice-2" ];
     };
     "collector exports to Tempo" = lib.recursiveUpdate base {
-      collector.exporters.otlp.endpoint = "127.0.0.1:4418";
+      collector.exporters.otlp_grpc.endpoint = "127.0.0.1:4418";
     };
     "Grafana listens" = lib.recursiveUpdate base { grafana.server.http_addr = "0.0.0.0"; };
     "Tempo's servers" = lib.recursiveUpdate base { tempo.server.http_listen_address = "0.0.0.0"; };

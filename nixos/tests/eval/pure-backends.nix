@@ -15,7 +15,15 @@ let
     collectorOtlpHttp = 14318;
   };
 
-  collector = backends.collectorSettings { ports = moved; };
+  collector = backends.collectorSettings {
+    ports = moved;
+    collectorVersion = "0.156.0";
+  };
+  # nixpkgs' collector before 0.144 knows the exporter by its old name only.
+  oldCollector = backends.collectorSettings {
+    ports = moved;
+    collectorVersion = "0.124.0";
+  };
   tempo = backends.tempoSettings {
     ports = moved;
     listenAddress = "0.0.0.0";
@@ -34,14 +42,76 @@ let
         http.endpoint = "127.0.0.1:14318";
       };
     };
-    "the collector exports to Tempo's OTLP/gRPC receiver" = {
-      actual = collector.exporters.otlp.endpoint;
-      expected = "127.0.0.1:14417";
+    "the collector exports to Tempo's OTLP/gRPC receiver, by the name its version knows" = {
+      actual = [
+        collector.exporters.otlp_grpc.endpoint
+        collector.service.pipelines.traces.exporters
+        oldCollector.exporters.otlp.endpoint
+        oldCollector.service.pipelines.traces.exporters
+      ];
+      expected = [
+        "127.0.0.1:14417"
+        [ "otlp_grpc" ]
+        "127.0.0.1:14417"
+        [ "otlp" ]
+      ];
     };
-    "the collector leaves its own telemetry at the default the topology reserves" = {
-      actual = collector.service ? telemetry;
-      expected = false;
+    "the OTLP exporter is otlp_grpc from 0.144 on" = {
+      actual = map backends.collectorOtlpExporter [
+        "0.124.0"
+        "0.143.1"
+        "0.144.0"
+        "0.151.0"
+        "0.156.0"
+        "1.0.0"
+      ];
+      expected = [
+        "otlp"
+        "otlp"
+        "otlp_grpc"
+        "otlp_grpc"
+        "otlp_grpc"
+        "otlp_grpc"
+      ];
     };
+    "the exporter's queue and retries are explicit, and the queue outlasts no retry" = {
+      actual = {
+        queue = collector.exporters.otlp_grpc.sending_queue;
+        retry = collector.exporters.otlp_grpc.retry_on_failure;
+      };
+      expected = {
+        queue = {
+          enabled = true;
+          num_consumers = 4;
+          queue_size = 600;
+        };
+        retry = {
+          enabled = true;
+          initial_interval = "1s";
+          max_interval = "10s";
+          max_elapsed_time = "10m";
+        };
+      };
+    };
+    "the collector's own metrics are on loopback at the port the topology reserves, and scraped there" =
+      {
+        actual = {
+          pull = map (reader: reader.pull.exporter.prometheus) collector.service.telemetry.metrics.readers;
+          scraped = map (job: job.static_configs) backends.prometheusScrapeConfigs;
+        };
+        expected = {
+          pull = [
+            {
+              host = "127.0.0.1";
+              port = topology.fixedPorts.collectorTelemetry;
+              # The names the dashboard queries, without _total or units, on every version.
+              without_type_suffix = true;
+              without_units = true;
+            }
+          ];
+          scraped = [ [ { targets = [ "127.0.0.1:${toString topology.fixedPorts.collectorTelemetry}" ]; } ] ];
+        };
+      };
     "Tempo: only the HTTP API listens on listenAddress" = {
       actual = tempo.server;
       expected = {

@@ -194,7 +194,7 @@ let
       expected = [
         "hop `a` is on port 3000, which Grafana (services.tracing-lab.ports.grafana) takes"
         "hop `d` is on port 9095, which Tempo's gRPC server (services.tracing-lab.ports.tempoGrpc) takes"
-        "hop `e` is on port 8888, which the collector's own metrics (its built-in default) takes"
+        "hop `e` is on port 8888, which the collector's own metrics (scraped by Prometheus) takes"
       ];
     };
     "an empty chain still has a whole summary, without an entry URL" = {

@@ -1,8 +1,11 @@
 # checks.<system>.eval-versions: both sides of each version branch of the
 # modules, whatever versions this nixpkgs ships. Overlays set Tempo to 2.10.x
-# (nixos-26.05) or 3.x, and Grafana to 13.0.x or 13.2.x (where the Tempo and
-# Prometheus data sources became plugins), and the evaluated configurations
-# must hold what each side needs. Evaluation only: the overridden packages
+# (nixos-26.05) or 3.x, Grafana to 13.0.x or 13.2.x (where the Tempo and
+# Prometheus data sources became plugins), and the OpenTelemetry Collector to
+# 0.151 (nixos-26.05), 0.156 or 0.143 (before the OTLP exporters' rename), and
+# the evaluated configurations must hold what each side needs: every
+# collector configuration the lab generates names only components that its
+# collector's version knows. Evaluation only: the overridden packages
 # are never built, and the check's derivation does not depend on them.
 { pkgs, nixosSystem }:
 let
@@ -36,6 +39,7 @@ let
     {
       tempo ? null,
       grafana ? null,
+      collector ? null,
       grafanaPlugins ? withPlugins,
     }:
     nixosSystem {
@@ -47,25 +51,165 @@ let
           services.tracing-lab.specialisations.enable = lib.mkForce false;
           nixpkgs.hostPlatform = pkgs.stdenv.hostPlatform.system;
           nixpkgs.overlays = [
-            (_: prev: {
-              tempo = if tempo == null then prev.tempo else setVersion prev.tempo tempo;
-              grafana = if grafana == null then prev.grafana else setVersion prev.grafana grafana;
-              grafanaPlugins = grafanaPlugins prev;
-            })
+            (
+              _: prev:
+              {
+                tempo = if tempo == null then prev.tempo else setVersion prev.tempo tempo;
+                grafana = if grafana == null then prev.grafana else setVersion prev.grafana grafana;
+                grafanaPlugins = grafanaPlugins prev;
+              }
+              // withCollector collector prev
+            )
           ];
         }
       ];
+    };
+
+  # Both collector distributions at `version` (null: as this nixpkgs has them).
+  withCollector =
+    version: prev:
+    lib.optionalAttrs (version != null) {
+      opentelemetry-collector = setVersion prev.opentelemetry-collector version;
+      opentelemetry-collector-contrib = setVersion prev.opentelemetry-collector-contrib version;
     };
 
   # As nixos-26.05 most likely ships them, and as newer nixpkgs do.
   older = evaluate {
     tempo = "2.10.8";
     grafana = "13.0.3";
+    collector = "0.151.0";
   };
   newer = evaluate {
     tempo = "3.0.2";
     grafana = "13.2.2";
+    collector = "0.156.0";
   };
+  # A collector from before the OTLP exporters' rename (nixpkgs shipped 0.124
+  # until May 2026).
+  beforeRename = evaluate { collector = "0.143.0"; };
+
+  # The component types each collector line knows, of those the lab may use
+  # (core, and contrib for tail sampling and the like). 0.144 renamed the OTLP
+  # exporters, keeping the old names as deprecated aliases; 0.156 has the
+  # underscore names of the contrib exporters too (as its `components` lists).
+  collectorKnows =
+    version:
+    let
+      from = floor: names: lib.optionals (lib.versionAtLeast version floor) names;
+    in
+    {
+      receivers = [ "otlp" ];
+      processors = [
+        "batch"
+        "memory_limiter"
+        "tail_sampling"
+        "probabilistic_sampler"
+        "attributes"
+        "resource"
+        "filter"
+        "span"
+      ];
+      exporters = [
+        "debug"
+        "otlp"
+        "otlphttp"
+        "prometheus"
+        "prometheusremotewrite"
+        "loadbalancing"
+        "file"
+      ]
+      ++ from "0.144" [
+        "otlp_grpc"
+        "otlp_http"
+      ]
+      ++ from "0.156" [
+        "prometheus_remote_write"
+        "load_balancing"
+      ];
+      extensions = [
+        "health_check"
+        "zpages"
+        "pprof"
+      ];
+      # service.telemetry.metrics: `address` gave way to `readers` in 0.111.
+      telemetryMetrics = [
+        "level"
+        "readers"
+        "views"
+      ];
+    };
+
+  # What in one collector configuration its collector (at `version`) would
+  # reject, as messages naming the place: every component defined or named
+  # in a pipeline, by its type (the part of the id before any "/").
+  unknownComponents =
+    where: version: settings:
+    let
+      knows = collectorKnows version;
+      typeOf = id: lib.head (lib.splitString "/" id);
+      check =
+        kind: place: ids:
+        map (id: "${where}: collector ${version} has no ${kind} type `${typeOf id}` (${place} ${id})") (
+          lib.filter (id: !(lib.elem (typeOf id) knows.${kind})) ids
+        );
+      kinds = [
+        "receivers"
+        "processors"
+        "exporters"
+        "extensions"
+      ];
+      pipelines = settings.service.pipelines or { };
+    in
+    lib.concatMap (kind: check kind kind (lib.attrNames (settings.${kind} or { }))) kinds
+    ++ lib.concatLists (
+      lib.mapAttrsToList (
+        name: pipeline:
+        lib.concatMap (kind: check kind "service.pipelines.${name}.${kind}" (pipeline.${kind} or [ ])) (
+          lib.filter (kind: kind != "extensions") kinds
+        )
+      ) pipelines
+    )
+    ++ check "extensions" "service.extensions" (settings.service.extensions or [ ])
+    ++ map (key: "${where}: collector ${version} has no service.telemetry.metrics.${key}") (
+      lib.filter (key: !(lib.elem key knows.telemetryMetrics)) (
+        lib.attrNames (settings.service.telemetry.metrics or { })
+      )
+    );
+
+  # Every collector configuration the lab generates at a collector version:
+  # the VM's, and each exercise's (the VM's specialisations and `nix run
+  # .#local` take them from the same function, nixos/lib/local.nix).
+  collectorConfigs =
+    system:
+    let
+      version = system.pkgs.opentelemetry-collector.version;
+      local = import ../../lib/local.nix;
+      localPackage = system.pkgs.callPackage ../../../nix/local.nix { pkgs = system.pkgs; };
+    in
+    {
+      inherit version;
+      configs = {
+        vm = system.config.services.opentelemetry-collector.settings;
+      }
+      // lib.mapAttrs' (exercise: settings: lib.nameValuePair "local:${exercise}" settings) (
+        localPackage.passthru.settings.collector
+      )
+      // lib.genAttrs (import ../../lib/exercises.nix).names (
+        exercise:
+        local.collectorSettings {
+          inherit exercise;
+          collectorVersion = system.pkgs.${local.collectorPackage exercise}.version;
+        }
+      );
+    };
+  collectorErrors =
+    system:
+    let
+      generated = collectorConfigs system;
+    in
+    lib.concatLists (
+      lib.mapAttrsToList (where: unknownComponents where generated.version) generated.configs
+    );
   newerWithoutPlugins = evaluate {
     grafana = "13.2.2";
     grafanaPlugins = withoutPlugins;
@@ -107,6 +251,51 @@ let
     "services.tracing-lab: Grafana 13.2.2 needs pkgs.grafanaPlugins.${name}, which this nixpkgs lacks; the lab runs offline, so Grafana cannot download it. Use a nixpkgs that packages it, or add it with an overlay.";
 
   cases = {
+    "the collector overlays set the versions the modules see" = {
+      actual = map (system: (collectorConfigs system).version) [
+        older
+        newer
+        beforeRename
+      ];
+      expected = [
+        "0.151.0"
+        "0.156.0"
+        "0.143.0"
+      ];
+    };
+    "collector 0.151 (nixos-26.05), 0.156 and 0.143: every generated configuration names only what it knows" =
+      {
+        actual = lib.concatMap collectorErrors [
+          older
+          newer
+          beforeRename
+        ];
+        expected = [ ];
+      };
+    "collector: the exporter to Tempo by the name each version knows" = {
+      actual =
+        map
+          (system: system.config.services.opentelemetry-collector.settings.service.pipelines.traces.exporters)
+          [
+            older
+            newer
+            beforeRename
+          ];
+      expected = [
+        [ "otlp_grpc" ]
+        [ "otlp_grpc" ]
+        [ "otlp" ]
+      ];
+    };
+    "collector: a name one version would reject is caught" = {
+      actual =
+        unknownComponents "0.156's settings" "0.143.0"
+          newer.config.services.opentelemetry-collector.settings;
+      expected = [
+        "0.156's settings: collector 0.143.0 has no exporters type `otlp_grpc` (exporters otlp_grpc)"
+        "0.156's settings: collector 0.143.0 has no exporters type `otlp_grpc` (service.pipelines.traces.exporters otlp_grpc)"
+      ];
+    };
     "the overlays set the versions the modules see" = {
       actual =
         map

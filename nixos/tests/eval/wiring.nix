@@ -232,10 +232,11 @@ let
     # Each kind of miswiring is caught, with what was expected and what was found.
     "caught: the collector exporting past Tempo" = {
       actual = wiringErrors (vm {
-        services.opentelemetry-collector.settings.exporters.otlp.endpoint = lib.mkForce "127.0.0.1:4999";
+        services.opentelemetry-collector.settings.exporters.otlp_grpc.endpoint =
+          lib.mkForce "127.0.0.1:4999";
       });
       expected = [
-        "the collector's otlp exporter (Tempo's OTLP/gRPC receiver): expected \"127.0.0.1:4417\", got \"127.0.0.1:4999\""
+        "the collector's exporter (Tempo's OTLP/gRPC receiver): expected \"127.0.0.1:4417\", got \"127.0.0.1:4999\""
       ];
     };
     "caught: a hop listening elsewhere than lab.json says" = {
