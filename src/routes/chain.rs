@@ -181,7 +181,11 @@ fn downstream_failure(calls: &[CallOutcome]) -> Option<Failure> {
 
 fn injected_failure(state: &AppState) -> Option<Failure> {
     // fastrand::f64() is in [0, 1): a rate of 1.0 always fails, 0.0 never.
-    (state.error_rate > 0.0 && fastrand::f64() < state.error_rate).then(|| Failure {
+    let fails = state.error_rate > 0.0 && fastrand::f64() < state.error_rate;
+    if fails {
+        state.metrics.injected_failure("/");
+    }
+    fails.then(|| Failure {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         kind: "injected_failure",
         message: format!("injected failure (ERROR_RATE={})", state.error_rate),
