@@ -59,14 +59,29 @@ pub struct Telemetry {
     delivery: Option<Arc<Delivery>>,
 }
 
-/// Runs a provider's shutdown off the runtime: it blocks until exported.
+/// Runs a provider's shutdown on a thread of its own (it blocks until
+/// exported) and waits for it at most `timeout`: the meter provider takes a
+/// fixed 5 s with a hung collector whatever it is told, and a detached
+/// thread, unlike a blocking task, does not hold the runtime's exit.
 async fn flush_off_runtime(
+    timeout: Duration,
     shutdown: impl FnOnce() -> OTelSdkResult + Send + 'static,
 ) -> Option<String> {
-    match tokio::task::spawn_blocking(shutdown).await {
-        Ok(Ok(())) => None,
-        Ok(Err(error)) => Some(error.to_string()),
-        Err(error) => Some(format!("the flush task failed: {error}")),
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("telemetry-flush".into())
+        .spawn(move || {
+            let _ = done.send(shutdown());
+        });
+    if let Err(error) = spawned {
+        return Some(format!("cannot start the flush thread: {error}"));
+    }
+    // A little past the providers' own bound, so that theirs is the error shown.
+    match tokio::time::timeout(timeout + Duration::from_millis(100), result).await {
+        Ok(Ok(Ok(()))) => None,
+        Ok(Ok(Err(error))) => Some(error.to_string()),
+        Ok(Err(_)) => Some("the flush thread failed".into()),
+        Err(_) => Some(format!("not done within {timeout:?}")),
     }
 }
 
@@ -75,16 +90,16 @@ impl Telemetry {
     /// waiting at most `timeout` (a hung collector must not hold the
     /// process). What it reports reaches stdout only: the providers are gone.
     pub async fn shutdown(self, timeout: Duration) {
-        let spans = self
-            .provider
-            .map(|provider| flush_off_runtime(move || provider.shutdown_with_timeout(timeout)));
+        let spans = self.provider.map(|provider| {
+            flush_off_runtime(timeout, move || provider.shutdown_with_timeout(timeout))
+        });
         self.logs_open.store(false, Ordering::Relaxed);
         let logs = self
             .logs
-            .map(|logs| flush_off_runtime(move || logs.shutdown_with_timeout(timeout)));
-        let metrics = self
-            .metrics
-            .map(|metrics| flush_off_runtime(move || metrics.shutdown_with_timeout(timeout)));
+            .map(|logs| flush_off_runtime(timeout, move || logs.shutdown_with_timeout(timeout)));
+        let metrics = self.metrics.map(|metrics| {
+            flush_off_runtime(timeout, move || metrics.shutdown_with_timeout(timeout))
+        });
         let (spans, logs, metrics) = tokio::join!(
             futures_util::future::OptionFuture::from(spans),
             futures_util::future::OptionFuture::from(logs),
