@@ -46,6 +46,10 @@ struct Args {
     #[arg(long)]
     show_load: bool,
 
+    /// Print the log records each hop wrote under the span they were written in.
+    #[arg(long)]
+    logs: bool,
+
     /// Where the runner receives the hops' spans (port 0: a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     receiver: std::net::SocketAddr,
@@ -97,6 +101,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         forward_to: args.otlp_endpoint,
         load_rate: args.load,
         show_load: args.show_load,
+        show_logs: args.logs,
         style: if colour { Style::Colour } else { Style::Plain },
         receiver_addr: args.receiver,
         tail_sampling,

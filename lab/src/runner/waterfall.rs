@@ -17,7 +17,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::receiver::{ReceivedSpan, SpanKind};
+use super::log_lines;
+use crate::receiver::{ReceivedLog, ReceivedSpan, SpanKind};
 use crate::trace::Trace;
 
 /// Columns of the time bar.
@@ -48,6 +49,16 @@ const SERVICE_COLOURS: [&str; 6] = [
 /// trace it hangs from (dim, named by id as above), so that a callee that
 /// outlived its caller shows as a bar that goes on past its parent's.
 pub fn render(trace: &Trace, note: Option<&str>, style: Style) -> String {
+    render_with_logs(trace, note, style, &[])
+}
+
+/// [`render`], with each span's records of `logs` under its line (`--logs`).
+pub fn render_with_logs(
+    trace: &Trace,
+    note: Option<&str>,
+    style: Style,
+    logs: &[ReceivedLog],
+) -> String {
     let paint = |code: &str, text: &str| match style {
         Style::Colour => format!("{code}{text}{RESET}"),
         Style::Plain => text.to_string(),
@@ -169,6 +180,9 @@ pub fn render(trace: &Trace, note: Option<&str>, style: Style) -> String {
             line.push_str(&paint(RED, &text));
         }
         let _ = writeln!(out, "{line}");
+        for log_line in log_lines::lines_under(span, logs, &indent, !kids.is_empty(), style) {
+            let _ = writeln!(out, "{log_line}");
+        }
 
         for (i, (child, child_is_context)) in kids.iter().enumerate().rev() {
             let last = i + 1 == kids.len();
