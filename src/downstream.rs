@@ -173,6 +173,15 @@ impl Downstream {
             }
             Err(failure) => outcome.failure = Some(failure),
         }
+        if let Some(failure) = &outcome.failure {
+            tracing::warn!(
+                url = %url,
+                status = outcome.status.map(|s| s.as_u16()),
+                timed_out = failure.kind == FailureKind::Timeout,
+                reason = %failure.message,
+                "call failed"
+            );
+        }
         outcome
     }
 

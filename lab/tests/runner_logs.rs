@@ -22,22 +22,33 @@ async fn a_failed_requests_log_lines_are_under_their_spans() {
 
     let trees: Vec<&str> = waterfall[1..].iter().filter_map(|l| tree_of(l)).collect();
     let text = waterfall.join("\n");
+    // The log lines right under a span's line.
     let under = |span: &str| {
         let at = trees
             .iter()
             .position(|t| t.ends_with(span) || t.contains(&format!("{span}  ERROR")))
             .unwrap_or_else(|| panic!("no {span:?} line:\n{text}"));
-        trees[at + 1].to_string()
+        trees[at + 1..]
+            .iter()
+            .take_while(|t| t.contains("· "))
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
     };
     let first = under("microservice-1 GET /");
+    assert_eq!(first.len(), 2, "{first:#?}\n{text}");
     assert!(
-        first.starts_with("│  · WARN request failed status=502 reason="),
-        "{first:?}\n{text}"
+        first[0].starts_with("│  · WARN call failed url=http://"),
+        "{text}"
+    );
+    assert!(
+        first[1].starts_with("│  · WARN request failed status=502 error.type=downstream_failed"),
+        "{text}"
     );
     let second = under("microservice-2 GET /");
+    assert_eq!(second.len(), 1, "{second:#?}\n{text}");
     assert!(
-        second.contains("· WARN request failed status=500 reason=injected failure"),
-        "{second:?}\n{text}"
+        second[0].contains("· WARN request failed status=500 error.type=injected_failure"),
+        "{text}"
     );
     lab.stop().await;
 }

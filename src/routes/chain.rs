@@ -77,8 +77,16 @@ pub async fn chain(request: &Request, Data(state): Data<&Arc<AppState>>) -> Resp
         visit.failure = downstream_failure(&visit.calls).or_else(|| injected_failure(state));
     }
     visit.duration = started.elapsed();
-    if let Some(failure) = &visit.failure {
-        tracing::warn!(status = failure.status.as_u16(), reason = %failure.message, "request failed");
+    let duration_ms = millis(visit.duration);
+    match &visit.failure {
+        Some(failure) => tracing::warn!(
+            status = failure.status.as_u16(),
+            error.type = failure.kind,
+            reason = %failure.message,
+            duration_ms,
+            "request failed"
+        ),
+        None => tracing::info!(status = 200, duration_ms, "request handled"),
     }
 
     let body = match format {

@@ -51,7 +51,10 @@ async fn log_records_are_tied_to_their_spans(protocol: Protocol) {
         .unwrap_or_else(|spans| panic!("{:#?}", summary(&spans)));
     let failed = |log: &ReceivedLog| log.body() == "request failed" && log.trace_id() == trace_id;
     let logs = receiver
-        .wait_for_logs(WAIT, |logs| logs.iter().filter(|l| failed(l)).count() == 3)
+        .wait_for_logs(WAIT, |logs| {
+            logs.iter().filter(|l| failed(l)).count() == 3
+                && logs.iter().filter(|l| l.body() == "call failed").count() == 2
+        })
         .await
         .unwrap_or_else(|logs| panic!("three `request failed` records: {logs:#?}"));
     for service in ["ms-1", "ms-2", "ms-3"] {
@@ -71,13 +74,34 @@ async fn log_records_are_tied_to_their_spans(protocol: Protocol) {
             Some(service)
         );
         assert!(record.resource_attr("service.instance.id").is_some());
-        let status = if service == "ms-3" { "500" } else { "502" };
+        let (status, error_type) = if service == "ms-3" {
+            ("500", "injected_failure")
+        } else {
+            ("502", "downstream_failed")
+        };
         assert_eq!(
             record.attr("status").as_deref(),
             Some(status),
             "{record:#?}"
         );
+        assert_eq!(record.attr("error.type").as_deref(), Some(error_type));
         assert!(record.attr("reason").is_some(), "{record:#?}");
+        // The callers also said which call failed, in the same span.
+        let call_failed = logs.iter().find(|l| {
+            l.body() == "call failed" && l.service == service && l.trace_id() == trace_id
+        });
+        if service == "ms-3" {
+            assert!(call_failed.is_none(), "{call_failed:#?}");
+        } else {
+            let call_failed = call_failed.unwrap_or_else(|| panic!("{service}: {logs:#?}"));
+            assert_eq!(call_failed.span_id(), server.span_id());
+            assert_eq!(call_failed.severity(), "WARN");
+            assert!(
+                call_failed
+                    .attr("url")
+                    .is_some_and(|u| u.starts_with("http://127.0.0.1:"))
+            );
+        }
     }
     // Written at start-up, outside any span: exported, without ids.
     let listening = logs
@@ -97,6 +121,32 @@ async fn log_records_carry_their_span_over_grpc() {
 #[tokio::test]
 async fn log_records_carry_their_span_over_http() {
     log_records_are_tied_to_their_spans(Protocol::HttpProtobuf).await;
+}
+
+#[tokio::test]
+async fn a_handled_request_writes_one_record_per_hop() {
+    let receiver = grpc_receiver();
+    let common = common(&receiver).env("OTEL_BLRP_SCHEDULE_DELAY", "100");
+    let chain = Chain::start(binary(), &common, &[hop("ok-1", 0), hop("ok-2", 0)])
+        .await
+        .unwrap();
+
+    let answer = get_json(chain.entry().url()).await;
+
+    let (trace_id, span_id) = answer.trace_response();
+    let handled = |log: &ReceivedLog| log.body() == "request handled" && log.trace_id() == trace_id;
+    let logs = receiver
+        .wait_for_logs(WAIT, |logs| logs.iter().filter(|l| handled(l)).count() == 2)
+        .await
+        .unwrap_or_else(|logs| panic!("{logs:#?}"));
+    let entry = logs
+        .iter()
+        .find(|l| handled(l) && l.service == "ok-1")
+        .unwrap();
+    assert_eq!(entry.span_id(), span_id);
+    assert_eq!(entry.severity(), "INFO");
+    assert_eq!(entry.attr("status").as_deref(), Some("200"));
+    assert!(entry.attr("duration_ms").is_some(), "{entry:#?}");
 }
 
 /// The latest point of `name` from `service` whose attribute `key` is `value`.
