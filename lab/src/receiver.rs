@@ -134,10 +134,11 @@ fn find(attributes: &[KeyValue], key: &str) -> Option<String> {
         .iter()
         .find(|kv| kv.key == key)
         .and_then(|kv| kv.value.as_ref())
-        .map(text)
+        .map(value_text)
 }
 
-fn text(value: &AnyValue) -> String {
+/// An attribute's or a body's value as text.
+pub fn value_text(value: &AnyValue) -> String {
     match &value.value {
         Some(any_value::Value::StringValue(s)) => s.clone(),
         Some(any_value::Value::IntValue(i)) => i.to_string(),

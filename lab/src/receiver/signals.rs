@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
 
-use super::{find, hex, text};
+use super::{find, hex, value_text};
 
 /// One received log record with the service that sent it.
 #[derive(Debug, Clone)]
@@ -36,7 +36,11 @@ impl ReceivedLog {
 
     /// The message, as text.
     pub fn body(&self) -> String {
-        self.record.body.as_ref().map(text).unwrap_or_default()
+        self.record
+            .body
+            .as_ref()
+            .map(value_text)
+            .unwrap_or_default()
     }
 
     pub fn time_ns(&self) -> u64 {
