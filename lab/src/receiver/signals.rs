@@ -43,8 +43,13 @@ impl ReceivedLog {
             .unwrap_or_default()
     }
 
+    /// When it was written: the record's time, else (the `tracing` bridge
+    /// sets none) when the SDK saw it, at once.
     pub fn time_ns(&self) -> u64 {
-        self.record.time_unix_nano
+        match self.record.time_unix_nano {
+            0 => self.record.observed_time_unix_nano,
+            time => time,
+        }
     }
 
     /// A record attribute (an event field), rendered as text.

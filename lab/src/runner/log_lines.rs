@@ -115,7 +115,7 @@ mod tests {
             service: "a".into(),
             resource: Vec::new(),
             record: LogRecord {
-                time_unix_nano: time,
+                observed_time_unix_nano: time,
                 severity_text: severity.into(),
                 body: Some(text(body)),
                 attributes: vec![KeyValue {
