@@ -302,3 +302,59 @@ async fn none_exports_no_logs_and_no_metrics() {
             .any(|l| l.contains("request failed"))
     );
 }
+
+/// Each signal's own endpoint and protocol variables win over the common
+/// ones, as for traces; the three signals share the resource.
+#[tokio::test]
+async fn each_signals_own_endpoint_and_protocol_win() {
+    let receiver = OtlpReceiver::start(Protocol::HttpProtobuf).unwrap();
+    let config = lab::instance::InstanceConfig::new()
+        .env("TEMPLATES_DIR", templates_dir())
+        .env("OTEL_SERVICE_NAME", "own-endpoints")
+        .env("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=fixed-2")
+        // Spans go nowhere; logs and metrics to the receiver, each its own way.
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", dead_url())
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env(
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+            format!("{}/v1/logs", receiver.endpoint()),
+        )
+        .env("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/protobuf")
+        .env(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            format!("{}/v1/metrics", receiver.endpoint()),
+        )
+        .env("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
+        .env("OTEL_BLRP_SCHEDULE_DELAY", "100")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "100");
+    let instance = Instance::spawn(binary(), &config).await.unwrap();
+
+    let answer = get(instance.url(), &[]).await;
+
+    let (trace_id, _) = answer.trace_response();
+    let logs = receiver
+        .wait_for_logs(WAIT, |logs| logs.iter().any(|l| l.trace_id() == trace_id))
+        .await
+        .unwrap_or_else(|logs| panic!("{logs:#?}"));
+    let points = receiver
+        .wait_for_metrics(WAIT, |points| {
+            points
+                .iter()
+                .any(|p| p.name == "http.server.request.duration")
+        })
+        .await
+        .unwrap_or_else(|points| panic!("{points:#?}"));
+    assert_eq!(
+        logs[0].resource_attr("service.instance.id").as_deref(),
+        Some("fixed-2")
+    );
+    assert_eq!(
+        points[0].resource_attr("service.instance.id").as_deref(),
+        Some("fixed-2")
+    );
+    assert_eq!(points[0].service, "own-endpoints");
+    assert!(
+        receiver.spans().is_empty(),
+        "spans went to the common endpoint"
+    );
+}
