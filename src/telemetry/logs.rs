@@ -16,6 +16,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::console_signals::ConsoleLogExporter;
 use super::otlp;
+use super::signal_watch::WatchLogs;
 use crate::configuration::{Exporter, Settings};
 
 /// The logger provider OTEL_LOGS_EXPORTER asks for; `None` for `none`.
@@ -27,7 +28,9 @@ pub fn provider(
     let builder = match settings.logs_exporter {
         // The batch processor's own thread exports: a slow or absent
         // collector never holds the request that wrote the line.
-        Exporter::Otlp => builder.with_batch_exporter(otlp::log_exporter(settings)?),
+        Exporter::Otlp => {
+            builder.with_batch_exporter(WatchLogs::new(otlp::log_exporter(settings)?))
+        }
         Exporter::Console => builder.with_simple_exporter(ConsoleLogExporter::default()),
         Exporter::Discard => return Ok(None),
     };

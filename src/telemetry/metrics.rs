@@ -14,6 +14,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use super::console_signals::ConsoleMetricExporter;
 use super::otlp;
+use super::signal_watch::WatchMetrics;
 use crate::configuration::{Exporter, Settings};
 
 /// The instrumentation scope of the service's metrics.
@@ -40,7 +41,7 @@ pub fn provider(
     let interval = settings.metric_export_interval();
     let builder = match settings.metrics_exporter {
         Exporter::Otlp => builder.with_reader(
-            PeriodicReader::builder(otlp::metric_exporter(settings)?)
+            PeriodicReader::builder(WatchMetrics::new(otlp::metric_exporter(settings)?))
                 .with_interval(interval)
                 .build(),
         ),

@@ -10,6 +10,7 @@ mod logs;
 mod metrics;
 mod otlp;
 mod server_span;
+mod signal_watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -172,7 +173,11 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
         // Log lines show no span fields, so the layer need not record them;
         // ExportWatch reports export failures once per outage instead.
         .and(filter_fn(|meta| {
-            meta.is_event() && meta.name() != "BatchSpanProcessor.ExportError"
+            meta.is_event()
+                && !matches!(
+                    meta.name(),
+                    "BatchSpanProcessor.ExportError" | "BatchLogProcessor.ExportError"
+                )
         }));
     let stdout_log = log_format::layer(settings.log_format).with_filter(log_filter);
 
