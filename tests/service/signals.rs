@@ -358,3 +358,35 @@ async fn each_signals_own_endpoint_and_protocol_win() {
         "spans went to the common endpoint"
     );
 }
+
+/// A retried call's attempts and its failure are log records of the
+/// request's SERVER span.
+#[tokio::test]
+async fn retries_and_a_failed_call_are_logged_in_the_request() {
+    let receiver = grpc_receiver();
+    let config = common(&receiver)
+        .env("OTEL_BLRP_SCHEDULE_DELAY", "100")
+        .env("EXTERNAL_CALL_URL", dead_url())
+        .env("EXTERNAL_CALL_RETRIES", "1");
+    let instance = Instance::spawn(binary(), &config).await.unwrap();
+
+    let answer = get(instance.url(), &[]).await;
+
+    let (trace_id, span_id) = answer.trace_response();
+    let logs = receiver
+        .wait_for_logs(WAIT, |logs| {
+            logs.iter().filter(|l| l.trace_id() == trace_id).count() >= 3
+        })
+        .await
+        .unwrap_or_else(|logs| panic!("{logs:#?}"));
+    let mine: Vec<&ReceivedLog> = logs.iter().filter(|l| l.trace_id() == trace_id).collect();
+    let bodies: Vec<String> = mine.iter().map(|l| l.body()).collect();
+    assert!(
+        bodies.iter().any(|b| b.starts_with("Retry attempt #0")),
+        "{bodies:#?}"
+    );
+    let call_failed = mine.iter().find(|l| l.body() == "call failed").unwrap();
+    assert_eq!(call_failed.attr("status"), None, "no answer, no status");
+    assert_eq!(call_failed.attr("timed_out").as_deref(), Some("false"));
+    assert!(mine.iter().all(|l| l.span_id() == span_id), "{mine:#?}");
+}
