@@ -24,7 +24,8 @@ Also read by the OpenTelemetry SDK from the environment:
   OTEL_RESOURCE_ATTRIBUTES             extra resource attributes (key=value,...)
   OTEL_BSP_SCHEDULE_DELAY (5000 ms), OTEL_BSP_MAX_QUEUE_SIZE (2048),
   OTEL_BSP_MAX_EXPORT_BATCH_SIZE (128 here; the SDK says 512), OTEL_BSP_EXPORT_TIMEOUT
-  OTEL_BLRP_SCHEDULE_DELAY (1000 ms), OTEL_BLRP_MAX_QUEUE_SIZE (2048), ...: the same for logs
+  OTEL_BLRP_SCHEDULE_DELAY (1000 ms), OTEL_BLRP_MAX_QUEUE_SIZE (2048),
+  OTEL_BLRP_MAX_EXPORT_BATCH_SIZE (128 here too), ...: the same for log records
   OTEL_METRIC_EXPORT_TIMEOUT (30000 ms)
   RUST_LOG                             log filter (default: info)";
 

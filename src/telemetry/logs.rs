@@ -8,12 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::logs::{
+    BatchConfig, BatchConfigBuilder, BatchLogProcessor, SdkLoggerProvider,
+};
 use tracing::Subscriber;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{EnvFilter, FilterExt as _, LevelFilter, filter_fn};
 use tracing_subscriber::registry::LookupSpan;
 
+use super::DEFAULT_EXPORT_BATCH_SIZE;
 use super::console_signals::ConsoleLogExporter;
 use super::otlp;
 use super::signal_watch::WatchLogs;
@@ -29,12 +32,31 @@ pub fn provider(
         // The batch processor's own thread exports: a slow or absent
         // collector never holds the request that wrote the line.
         Exporter::Otlp => {
-            builder.with_batch_exporter(WatchLogs::new(otlp::log_exporter(settings)?))
+            let exporter = WatchLogs::new(otlp::log_exporter(settings)?);
+            builder.with_log_processor(
+                BatchLogProcessor::builder(exporter)
+                    .with_batch_config(batch_config())
+                    .build(),
+            )
         }
         Exporter::Console => builder.with_simple_exporter(ConsoleLogExporter::default()),
         Exporter::Discard => return Ok(None),
     };
     Ok(Some(builder.build()))
+}
+
+/// The batch processor's settings: the SDK's, which read OTEL_BLRP_*, with
+/// the spans' batch size where the environment does not set one (see
+/// [`DEFAULT_EXPORT_BATCH_SIZE`]: smaller export buffers, same CPU).
+fn batch_config() -> BatchConfig {
+    let from_env = BatchConfigBuilder::default();
+    if std::env::var_os("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE").is_some() {
+        from_env.build()
+    } else {
+        from_env
+            .with_max_export_batch_size(DEFAULT_EXPORT_BATCH_SIZE)
+            .build()
+    }
 }
 
 /// The bridge, fed the events the stdout log gets (RUST_LOG, default info)
