@@ -18,11 +18,15 @@ pub const DEFAULT_TEMPLATES_DIR: &str = match option_env!("MICROSERVICE_TEMPLATE
 
 const SDK_VARIABLES: &str = "\
 Also read by the OpenTelemetry SDK from the environment:
-  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT   used exactly as given (overrides --otlp-endpoint)
-  OTEL_EXPORTER_OTLP_[TRACES_]HEADERS, _TIMEOUT (10000 ms), _COMPRESSION
+  OTEL_EXPORTER_OTLP_{TRACES,LOGS,METRICS}_ENDPOINT
+                                       used exactly as given (overrides --otlp-endpoint)
+  OTEL_EXPORTER_OTLP_[<SIGNAL>_]HEADERS, _TIMEOUT (10000 ms), _COMPRESSION
   OTEL_RESOURCE_ATTRIBUTES             extra resource attributes (key=value,...)
   OTEL_BSP_SCHEDULE_DELAY (5000 ms), OTEL_BSP_MAX_QUEUE_SIZE (2048),
   OTEL_BSP_MAX_EXPORT_BATCH_SIZE (128 here; the SDK says 512), OTEL_BSP_EXPORT_TIMEOUT
+  OTEL_BLRP_SCHEDULE_DELAY (1000 ms), OTEL_BLRP_MAX_QUEUE_SIZE (2048),
+  OTEL_BLRP_MAX_EXPORT_BATCH_SIZE (128 here too), ...: the same for log records
+  OTEL_METRIC_EXPORT_TIMEOUT (30000 ms)
   RUST_LOG                             log filter (default: info)";
 
 #[derive(Debug, Clone, Parser)]
@@ -114,8 +118,22 @@ pub struct Settings {
     pub log_format: LogFormat,
 
     /// Where spans go: OTLP, human-readable lines on stderr, or nowhere.
-    #[arg(long, env = "OTEL_TRACES_EXPORTER", value_enum, default_value_t = TracesExporter::Otlp)]
-    pub traces_exporter: TracesExporter,
+    #[arg(long, env = "OTEL_TRACES_EXPORTER", value_enum, default_value_t = Exporter::Otlp)]
+    pub traces_exporter: Exporter,
+
+    /// Where log events go besides stdout, each with the trace and span id of
+    /// its request: OTLP, lines on stderr, or nowhere.
+    #[arg(long, env = "OTEL_LOGS_EXPORTER", value_enum, default_value_t = Exporter::Otlp)]
+    pub logs_exporter: Exporter,
+
+    /// Where request metrics (HTTP durations, injected failures) go: OTLP,
+    /// lines on stderr, or nowhere.
+    #[arg(long, env = "OTEL_METRICS_EXPORTER", value_enum, default_value_t = Exporter::Otlp)]
+    pub metrics_exporter: Exporter,
+
+    /// Time between two metric exports, in milliseconds.
+    #[arg(long, env = "OTEL_METRIC_EXPORT_INTERVAL", default_value_t = 60_000, value_parser = parse_timeout, allow_negative_numbers = true)]
+    pub metric_export_interval: u64,
 
     /// Turn OpenTelemetry off entirely (trace context is still passed on).
     #[arg(long, env = "OTEL_SDK_DISABLED", value_parser = parse_bool, default_value = "false")]
@@ -132,6 +150,14 @@ pub struct Settings {
     /// OTLP transport for traces (overrides --otlp-protocol).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")]
     pub otlp_traces_protocol: Option<OtlpProtocol>,
+
+    /// OTLP transport for logs (overrides --otlp-protocol).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL")]
+    pub otlp_logs_protocol: Option<OtlpProtocol>,
+
+    /// OTLP transport for metrics (overrides --otlp-protocol).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")]
+    pub otlp_metrics_protocol: Option<OtlpProtocol>,
 
     /// Sampler [default: parentbased_always_on].
     #[arg(long, env = "OTEL_TRACES_SAMPLER", value_enum)]
@@ -176,8 +202,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// A signal's exporter, as OTEL_{TRACES,LOGS,METRICS}_EXPORTER name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TracesExporter {
+pub enum Exporter {
     Otlp,
     Console,
     #[value(name = "none")]
@@ -201,6 +228,14 @@ pub enum SamplerKind {
     ParentbasedAlwaysOn,
     ParentbasedAlwaysOff,
     ParentbasedTraceidratio,
+}
+
+/// The three OpenTelemetry signals, each exported on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Logs,
+    Metrics,
 }
 
 /// A configuration error: printed as one line, exit code 2.
@@ -248,11 +283,20 @@ impl Settings {
         Duration::from_millis(self.external_call_timeout)
     }
 
-    pub fn otlp_protocol(&self) -> OtlpProtocol {
-        // The OpenTelemetry specification's default.
-        self.otlp_traces_protocol
-            .or(self.otlp_protocol)
+    /// The transport of one signal: its own setting, else the common one,
+    /// else the OpenTelemetry specification's default.
+    pub fn otlp_protocol(&self, signal: Signal) -> OtlpProtocol {
+        let own = match signal {
+            Signal::Traces => self.otlp_traces_protocol,
+            Signal::Logs => self.otlp_logs_protocol,
+            Signal::Metrics => self.otlp_metrics_protocol,
+        };
+        own.or(self.otlp_protocol)
             .unwrap_or(OtlpProtocol::HttpProtobuf)
+    }
+
+    pub fn metric_export_interval(&self) -> Duration {
+        Duration::from_millis(self.metric_export_interval)
     }
 
     fn check_combinations(&self) -> Result<(), ConfigError> {

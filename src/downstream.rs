@@ -22,6 +22,7 @@ use url::Url;
 
 use crate::configuration::{CallMethod, CallMode, Propagation, Settings};
 use crate::contract::{Answer, Format, HOPS_HEADER, PART_HEADER, USER_AGENT as CALLER};
+use crate::telemetry::HttpMetrics;
 
 /// A next hop's answer beyond this is cut off: a misconfigured URL must not
 /// make this hop buffer a whole website.
@@ -66,7 +67,7 @@ pub struct Downstream {
 }
 
 impl Downstream {
-    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+    pub fn new(settings: &Settings, metrics: &HttpMetrics) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(settings.call_timeout())
             // The next hop is configured, never a proxy's business.
@@ -86,9 +87,11 @@ impl Downstream {
                 WorthRetrying,
             ));
         }
-        // Inside the retries, so that every attempt is a CLIENT span of its own.
+        // Inside the retries, so that every attempt is a CLIENT span (and a
+        // client request in the metrics) of its own.
         let client = client
             .with(CountAttempts)
+            .with(metrics.client_middleware())
             .with(TracingMiddleware::<ClientSpan>::new())
             .build();
         Ok(Self {
@@ -169,6 +172,15 @@ impl Downstream {
                 }
             }
             Err(failure) => outcome.failure = Some(failure),
+        }
+        if let Some(failure) = &outcome.failure {
+            tracing::warn!(
+                url = %url,
+                status = outcome.status.map(|s| s.as_u16()),
+                timed_out = failure.kind == FailureKind::Timeout,
+                reason = %failure.message,
+                "call failed"
+            );
         }
         outcome
     }

@@ -9,6 +9,7 @@ use crate::configuration::Settings;
 use crate::contract;
 use crate::delay::SimulatedWork;
 use crate::downstream::Downstream;
+use crate::telemetry::HttpMetrics;
 use crate::templates::Templates;
 
 pub struct AppState {
@@ -26,10 +27,12 @@ pub struct AppState {
     pub baggage: Arc<[(String, String)]>,
     /// Marks answers as parts of the chain; the value names this hop.
     pub part_header: HeaderValue,
+    pub metrics: HttpMetrics,
 }
 
 impl AppState {
     pub fn new(settings: &Settings, templates: Templates) -> anyhow::Result<Self> {
+        let metrics = HttpMetrics::default();
         Ok(Self {
             service: settings.service_name.clone(),
             title: settings.title().to_string(),
@@ -38,13 +41,15 @@ impl AppState {
                 response_time_ms: settings.response_time,
                 jitter_ms: settings.response_time_jitter,
             },
-            downstream: Downstream::new(settings).context("cannot build the HTTP client")?,
+            downstream: Downstream::new(settings, &metrics)
+                .context("cannot build the HTTP client")?,
             templates,
             error_rate: settings.error_rate,
             max_hops: settings.max_hops,
             trace_link: settings.trace_link.clone(),
             baggage: settings.baggage.0.clone().into(),
             part_header: contract::part_header(&settings.service_name),
+            metrics,
         })
     }
 }

@@ -1,6 +1,8 @@
-//! An in-process OTLP trace receiver (gRPC or HTTP/protobuf) that keeps
-//! every span it gets, and can be stopped, restarted or made to hang to
-//! play a collector in trouble.
+//! An in-process OTLP receiver (gRPC or HTTP/protobuf) that keeps every
+//! span, log record and metric point it gets, and can be stopped, restarted
+//! or made to hang to play a collector in trouble.
+
+mod signals;
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,6 +10,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -19,6 +33,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message as _;
 use tokio::sync::Notify;
+
+pub use signals::{MetricKind, MetricPoint, ReceivedLog};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -118,10 +134,11 @@ fn find(attributes: &[KeyValue], key: &str) -> Option<String> {
         .iter()
         .find(|kv| kv.key == key)
         .and_then(|kv| kv.value.as_ref())
-        .map(text)
+        .map(value_text)
 }
 
-fn text(value: &AnyValue) -> String {
+/// An attribute's or a body's value as text.
+pub fn value_text(value: &AnyValue) -> String {
     match &value.value {
         Some(any_value::Value::StringValue(s)) => s.clone(),
         Some(any_value::Value::IntValue(i)) => i.to_string(),
@@ -184,15 +201,30 @@ pub struct SpanStub {
     pub kind: SpanKind,
 }
 
+/// The log records of each export request, as [`OtlpReceiver::stream_logs`] gives them.
+pub type LogBatches = tokio::sync::mpsc::UnboundedReceiver<Vec<ReceivedLog>>;
+
 #[derive(Default)]
 struct Shared {
     retention: Retention,
     stream: Option<tokio::sync::mpsc::UnboundedSender<Vec<ReceivedSpan>>>,
     spans: Mutex<Vec<ReceivedSpan>>,
     stubs: Mutex<Vec<SpanStub>>,
+    /// Kept with [`Retention::Full`]; streamed when a log stream is taken.
+    logs: Mutex<Vec<ReceivedLog>>,
+    log_stream: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Vec<ReceivedLog>>>>,
+    points: Mutex<Vec<MetricPoint>>,
     arrived: Notify,
     hang: AtomicBool,
+    /// Export requests of traces, logs and metrics.
     exports: AtomicU64,
+    log_exports: AtomicU64,
+    metric_exports: AtomicU64,
+}
+
+/// Locks a list: a panicking test thread must not hide what was received.
+fn locked<T>(list: &Mutex<T>) -> MutexGuard<'_, T> {
+    list.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
@@ -207,6 +239,44 @@ impl Shared {
         if self.hang.load(Ordering::Relaxed) {
             std::future::pending::<()>().await;
         }
+    }
+
+    /// Never returns when told to hang.
+    async fn hang_if_told(&self) {
+        if self.hang.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Log records are kept in full, streamed, or (stubs) only counted.
+    async fn accept_logs(&self, request: Option<ExportLogsServiceRequest>) {
+        self.log_exports.fetch_add(1, Ordering::Relaxed);
+        self.hang_if_told().await;
+        let Some(request) = request else { return };
+        let logs = signals::logs_of(request);
+        if let Some(stream) = locked(&self.log_stream).as_ref() {
+            let _ = stream.send(logs);
+            return;
+        }
+        if self.retention == Retention::Full {
+            locked(&self.logs).extend(logs);
+            self.arrived.notify_waiters();
+        }
+    }
+
+    async fn accept_metrics(&self, request: Option<ExportMetricsServiceRequest>) {
+        self.metric_exports.fetch_add(1, Ordering::Relaxed);
+        self.hang_if_told().await;
+        if let Some(request) = request.filter(|_| self.retention == Retention::Full) {
+            locked(&self.points).extend(signals::points_of(request));
+            self.arrived.notify_waiters();
+        }
+    }
+
+    /// Whether this retention reads log and metric requests at all: a
+    /// counting receiver only counts them, to stay cheap.
+    fn reads_logs_and_metrics(&self) -> bool {
+        self.retention != Retention::Stubs
     }
 
     async fn accept_stubs(&self, stubs: Vec<SpanStub>) {
@@ -272,6 +342,80 @@ impl TraceService for GrpcSink {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.0.accept(request.into_inner()).await;
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for GrpcSink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.0.accept_logs(Some(request.into_inner())).await;
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for GrpcSink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.0.accept_metrics(Some(request.into_inner())).await;
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+/// The three collector services on one port, each by its path (tonic's own
+/// router would bring in a web framework for this one match).
+#[derive(Clone)]
+struct GrpcRoutes {
+    traces: TraceServiceServer<GrpcSink>,
+    logs: LogsServiceServer<GrpcSink>,
+    metrics: MetricsServiceServer<GrpcSink>,
+}
+
+impl GrpcRoutes {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            traces: TraceServiceServer::new(GrpcSink(shared.clone())),
+            logs: LogsServiceServer::new(GrpcSink(shared.clone())),
+            metrics: MetricsServiceServer::new(GrpcSink(shared)),
+        }
+    }
+}
+
+impl Clone for GrpcSink {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+type GrpcRequest = tonic::codegen::http::Request<tonic::body::Body>;
+type GrpcResponse = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl tonic::codegen::Service<GrpcRequest> for GrpcRoutes {
+    type Response = GrpcResponse;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<GrpcResponse, std::convert::Infallible>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: GrpcRequest) -> Self::Future {
+        let path = request.uri().path();
+        if path.starts_with("/opentelemetry.proto.collector.logs.") {
+            Box::pin(self.logs.call(request))
+        } else if path.starts_with("/opentelemetry.proto.collector.metrics.") {
+            Box::pin(self.metrics.call(request))
+        } else {
+            Box::pin(self.traces.call(request))
+        }
     }
 }
 
@@ -374,13 +518,86 @@ impl OtlpReceiver {
             .clone()
     }
 
-    /// Export requests seen, answered or not.
+    /// Export requests of spans seen, answered or not.
     pub fn export_requests(&self) -> u64 {
         self.shared.exports.load(Ordering::Relaxed)
     }
 
+    /// Export requests of log records seen, answered or not.
+    pub fn log_export_requests(&self) -> u64 {
+        self.shared.log_exports.load(Ordering::Relaxed)
+    }
+
+    /// Export requests of metrics seen, answered or not.
+    pub fn metric_export_requests(&self) -> u64 {
+        self.shared.metric_exports.load(Ordering::Relaxed)
+    }
+
+    /// The log records received (kept with [`Retention::Full`] only).
+    pub fn logs(&self) -> Vec<ReceivedLog> {
+        locked(&self.shared.logs).clone()
+    }
+
+    /// The metric points received (kept with [`Retention::Full`] only), in
+    /// the order they came: a cumulative metric's latest point is its last.
+    pub fn metric_points(&self) -> Vec<MetricPoint> {
+        locked(&self.shared.points).clone()
+    }
+
+    /// From now on, every export request's log records come out of the
+    /// returned stream instead of being kept.
+    pub fn stream_logs(&self) -> LogBatches {
+        let (sender, batches) = tokio::sync::mpsc::unbounded_channel();
+        *locked(&self.shared.log_stream) = Some(sender);
+        batches
+    }
+
+    /// Waits until `done` holds for the log records received so far; gives
+    /// them back either way, with `Err` when `timeout` passed first.
+    pub async fn wait_for_logs(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[ReceivedLog]) -> bool,
+    ) -> Result<Vec<ReceivedLog>, Vec<ReceivedLog>> {
+        self.wait_for(timeout, &self.shared.logs, done).await
+    }
+
+    /// Waits until `done` holds for the metric points received so far.
+    pub async fn wait_for_metrics(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[MetricPoint]) -> bool,
+    ) -> Result<Vec<MetricPoint>, Vec<MetricPoint>> {
+        self.wait_for(timeout, &self.shared.points, done).await
+    }
+
+    async fn wait_for<T: Clone>(
+        &self,
+        timeout: Duration,
+        list: &Mutex<Vec<T>>,
+        done: impl Fn(&[T]) -> bool,
+    ) -> Result<Vec<T>, Vec<T>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            {
+                let items = locked(list);
+                if done(&items) {
+                    return Ok(items.clone());
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(locked(list).clone());
+            }
+            let _ = tokio::time::timeout(left, arrived).await;
+        }
+    }
+
     pub fn clear(&self) {
         self.shared.lock().clear();
+        locked(&self.shared.logs).clear();
+        locked(&self.shared.points).clear();
         self.shared
             .stubs
             .lock()
@@ -465,7 +682,7 @@ impl OtlpReceiver {
             let served = match protocol {
                 Protocol::Grpc => tonic::transport::Server::builder()
                     .serve_with_incoming(
-                        TraceServiceServer::new(GrpcSink(shared)),
+                        GrpcRoutes::new(shared),
                         tonic::transport::server::TcpIncoming::from(listener),
                     )
                     .await
@@ -515,7 +732,55 @@ async fn serve_http(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> a
             .body(ExportTraceServiceResponse::default().encode_to_vec()))
     }
 
-    let app = Route::new().at("/v1/traces", post(traces)).data(shared);
+    fn bad_request(error: prost::DecodeError) -> poem::Error {
+        poem::Error::from_string(error.to_string(), poem::http::StatusCode::BAD_REQUEST)
+    }
+
+    fn protobuf(body: Vec<u8>) -> poem::Response {
+        poem::Response::builder()
+            .content_type("application/x-protobuf")
+            .body(body)
+    }
+
+    #[poem::handler]
+    async fn logs(
+        body: poem::Body,
+        poem::web::Data(shared): poem::web::Data<&Arc<Shared>>,
+    ) -> poem::Result<poem::Response> {
+        let bytes = body.into_bytes().await?;
+        let request = shared
+            .reads_logs_and_metrics()
+            .then(|| ExportLogsServiceRequest::decode(bytes))
+            .transpose()
+            .map_err(bad_request)?;
+        shared.accept_logs(request).await;
+        Ok(protobuf(
+            ExportLogsServiceResponse::default().encode_to_vec(),
+        ))
+    }
+
+    #[poem::handler]
+    async fn metrics(
+        body: poem::Body,
+        poem::web::Data(shared): poem::web::Data<&Arc<Shared>>,
+    ) -> poem::Result<poem::Response> {
+        let bytes = body.into_bytes().await?;
+        let request = shared
+            .reads_logs_and_metrics()
+            .then(|| ExportMetricsServiceRequest::decode(bytes))
+            .transpose()
+            .map_err(bad_request)?;
+        shared.accept_metrics(request).await;
+        Ok(protobuf(
+            ExportMetricsServiceResponse::default().encode_to_vec(),
+        ))
+    }
+
+    let app = Route::new()
+        .at("/v1/traces", post(traces))
+        .at("/v1/logs", post(logs))
+        .at("/v1/metrics", post(metrics))
+        .data(shared);
     poem::Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
         .run(app)
         .await

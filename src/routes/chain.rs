@@ -77,8 +77,16 @@ pub async fn chain(request: &Request, Data(state): Data<&Arc<AppState>>) -> Resp
         visit.failure = downstream_failure(&visit.calls).or_else(|| injected_failure(state));
     }
     visit.duration = started.elapsed();
-    if let Some(failure) = &visit.failure {
-        tracing::warn!(status = failure.status.as_u16(), reason = %failure.message, "request failed");
+    let duration_ms = millis(visit.duration);
+    match &visit.failure {
+        Some(failure) => tracing::warn!(
+            status = failure.status.as_u16(),
+            error.type = failure.kind,
+            reason = %failure.message,
+            duration_ms,
+            "request failed"
+        ),
+        None => tracing::info!(status = 200, duration_ms, "request handled"),
     }
 
     let body = match format {
@@ -181,7 +189,11 @@ fn downstream_failure(calls: &[CallOutcome]) -> Option<Failure> {
 
 fn injected_failure(state: &AppState) -> Option<Failure> {
     // fastrand::f64() is in [0, 1): a rate of 1.0 always fails, 0.0 never.
-    (state.error_rate > 0.0 && fastrand::f64() < state.error_rate).then(|| Failure {
+    let fails = state.error_rate > 0.0 && fastrand::f64() < state.error_rate;
+    if fails {
+        state.metrics.injected_failure("/");
+    }
+    fails.then(|| Failure {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         kind: "injected_failure",
         message: format!("injected failure (ERROR_RATE={})", state.error_rate),

@@ -12,14 +12,15 @@ use crate::telemetry::server_span;
 
 pub fn router(state: Arc<AppState>) -> impl Endpoint {
     let baggage = state.baggage.clone();
+    let metrics = state.metrics.clone();
     Route::new()
         .at(
             "/",
             get(chain::chain)
                 .post(chain::chain)
                 .around(move |next, request| {
-                    let baggage = baggage.clone();
-                    async move { server_span(next, request, "/", &baggage).await }
+                    let (baggage, metrics) = (baggage.clone(), metrics.clone());
+                    async move { server_span(next, request, "/", &baggage, &metrics).await }
                 }),
         )
         // Probes stay untraced: they would bury the chain's traces.

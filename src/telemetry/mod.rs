@@ -1,20 +1,29 @@
-//! OpenTelemetry and logging set-up: the tracer provider, the exporters, the
-//! propagators, and the `tracing` subscriber that feeds both.
+//! OpenTelemetry and logging set-up: the tracer, logger and meter
+//! providers, the propagators, and the `tracing` subscriber that feeds the
+//! spans, the stdout log and the OTLP log records.
 
 mod console_exporter;
+mod console_signals;
 mod export_watch;
 mod log_format;
+mod logs;
+mod metrics;
+mod otlp;
 mod server_span;
+mod signal_watch;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{KeyValue, global};
-use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{
     BatchConfig, BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
@@ -24,9 +33,13 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, Registry};
 
-use crate::configuration::{OtlpProtocol, SamplerKind, Settings, TracesExporter};
+use crate::configuration::{Exporter, SamplerKind, Settings};
 pub use console_exporter::ConsoleExporter;
 pub use export_watch::{CountEnded, Delivery, ExportWatch};
+pub use metrics::{
+    CLIENT_DURATION, ClientMetrics, HttpMetrics, INJECTED_FAILURES, SERVER_DURATION,
+    status_error_type,
+};
 pub use server_span::{FailureReason, server_span};
 
 /// The instrumentation scope of every span this service makes.
@@ -36,44 +49,92 @@ const TRACER_NAME: &str = "microservice";
 const OTEL_LAYER_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,\
      opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,opentelemetry_http=off";
 
-/// Keeps the tracer provider alive; flush it with [`Telemetry::shutdown`].
+/// Keeps the providers alive; flush them with [`Telemetry::shutdown`].
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    logs: Option<SdkLoggerProvider>,
+    /// Whether events still go to `logs`.
+    logs_open: Arc<AtomicBool>,
+    metrics: Option<SdkMeterProvider>,
     /// Counted only where spans leave for a collector (OTLP).
     delivery: Option<Arc<Delivery>>,
 }
 
+/// Runs a provider's shutdown on a thread of its own (it blocks until
+/// exported) and waits for it at most `timeout`: the meter provider takes a
+/// fixed 5 s with a hung collector whatever it is told, and a detached
+/// thread, unlike a blocking task, does not hold the runtime's exit.
+async fn flush_off_runtime(
+    timeout: Duration,
+    shutdown: impl FnOnce() -> OTelSdkResult + Send + 'static,
+) -> Option<String> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("telemetry-flush".into())
+        .spawn(move || {
+            let _ = done.send(shutdown());
+        });
+    if let Err(error) = spawned {
+        return Some(format!("cannot start the flush thread: {error}"));
+    }
+    // A little past the providers' own bound, so that theirs is the error shown.
+    match tokio::time::timeout(timeout + Duration::from_millis(100), result).await {
+        Ok(Ok(Ok(()))) => None,
+        Ok(Ok(Err(error))) => Some(error.to_string()),
+        Ok(Err(_)) => Some("the flush thread failed".into()),
+        Err(_) => Some(format!("not done within {timeout:?}")),
+    }
+}
+
 impl Telemetry {
-    /// Exports what is still queued, waiting at most `timeout` (a hung
-    /// collector must not hold the process).
+    /// Exports what is still queued of every signal, the three at once,
+    /// waiting at most `timeout` (a hung collector must not hold the
+    /// process). What it reports reaches stdout only: the providers are gone.
     pub async fn shutdown(self, timeout: Duration) {
-        let Some(provider) = self.provider else {
-            return;
-        };
-        let flushed =
-            tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(timeout)).await;
-        let error = match flushed {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(error.to_string()),
-            Err(error) => Some(format!("the flush task failed: {error}")),
-        };
-        let Some(delivery) = self.delivery else {
-            match error {
-                None => tracing::info!("spans flushed"),
-                Some(error) => tracing::warn!(%error, "spans not flushed"),
-            }
-            return;
-        };
-        let (ended, delivered) = delivery.counts();
-        let undelivered = ended.saturating_sub(delivered);
-        let summary =
-            format!("{undelivered} of {ended} spans could not be delivered to the collector");
-        match (undelivered, error) {
-            (0, None) => tracing::info!(spans = ended, "spans flushed: every span delivered"),
-            (_, None) => tracing::warn!(spans = ended, delivered, undelivered, "{summary}"),
-            (_, Some(error)) => {
-                tracing::warn!(spans = ended, delivered, undelivered, %error, "{summary}")
-            }
+        let spans = self.provider.map(|provider| {
+            flush_off_runtime(timeout, move || provider.shutdown_with_timeout(timeout))
+        });
+        self.logs_open.store(false, Ordering::Relaxed);
+        let logs = self
+            .logs
+            .map(|logs| flush_off_runtime(timeout, move || logs.shutdown_with_timeout(timeout)));
+        let metrics = self.metrics.map(|metrics| {
+            flush_off_runtime(timeout, move || metrics.shutdown_with_timeout(timeout))
+        });
+        let (spans, logs, metrics) = tokio::join!(
+            futures_util::future::OptionFuture::from(spans),
+            futures_util::future::OptionFuture::from(logs),
+            futures_util::future::OptionFuture::from(metrics),
+        );
+        if let Some(error) = logs.flatten() {
+            tracing::warn!(%error, "log records not flushed");
+        }
+        if let Some(error) = metrics.flatten() {
+            tracing::warn!(%error, "metrics not flushed");
+        }
+        if let Some(error) = spans {
+            report_spans(self.delivery.as_deref(), error);
+        }
+    }
+}
+
+/// What became of the spans: flushed or not, and how many were lost.
+fn report_spans(delivery: Option<&Delivery>, error: Option<String>) {
+    let Some(delivery) = delivery else {
+        match error {
+            None => tracing::info!("spans flushed"),
+            Some(error) => tracing::warn!(%error, "spans not flushed"),
+        }
+        return;
+    };
+    let (ended, delivered) = delivery.counts();
+    let undelivered = ended.saturating_sub(delivered);
+    let summary = format!("{undelivered} of {ended} spans could not be delivered to the collector");
+    match (undelivered, error) {
+        (0, None) => tracing::info!(spans = ended, "spans flushed: every span delivered"),
+        (_, None) => tracing::warn!(spans = ended, delivered, undelivered, "{summary}"),
+        (_, Some(error)) => {
+            tracing::warn!(spans = ended, delivered, undelivered, %error, "{summary}")
         }
     }
 }
@@ -86,13 +147,25 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
         Box::new(BaggagePropagator::new()),
     ]));
 
-    let delivery = (!settings.sdk_disabled && settings.traces_exporter == TracesExporter::Otlp)
+    let delivery = (!settings.sdk_disabled && settings.traces_exporter == Exporter::Otlp)
         .then(|| Arc::new(Delivery::default()));
-    let provider = if settings.sdk_disabled {
-        None
+    let (provider, logs, metrics) = if settings.sdk_disabled {
+        (None, None, None)
     } else {
-        Some(tracer_provider(settings, delivery.clone())?)
+        let resource = resource(settings);
+        (
+            Some(tracer_provider(
+                settings,
+                resource.clone(),
+                delivery.clone(),
+            )?),
+            logs::provider(settings, resource.clone())?,
+            metrics::provider(settings, resource)?,
+        )
     };
+    if let Some(metrics) = &metrics {
+        global::set_meter_provider(metrics.clone());
+    }
 
     let log_filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
@@ -100,9 +173,13 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
         // Log lines show no span fields, so the layer need not record them;
         // ExportWatch reports export failures once per outage instead.
         .and(filter_fn(|meta| {
-            meta.is_event() && meta.name() != "BatchSpanProcessor.ExportError"
+            meta.is_event()
+                && !matches!(
+                    meta.name(),
+                    "BatchSpanProcessor.ExportError" | "BatchLogProcessor.ExportError"
+                )
         }));
-    let logs = log_format::layer(settings.log_format).with_filter(log_filter);
+    let stdout_log = log_format::layer(settings.log_format).with_filter(log_filter);
 
     let sdk_spans = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
@@ -120,35 +197,48 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
         .is_none()
         .then(|| tracing_opentelemetry::layer().with_filter(EnvFilter::new(OTEL_LAYER_FILTER)));
 
+    let logs_open = Arc::new(AtomicBool::new(true));
+    let log_records = logs
+        .as_ref()
+        .map(|provider| logs::layer(provider, logs_open.clone()));
+
     Registry::default()
-        .with(logs)
+        .with(stdout_log)
         .with(sdk_spans)
         .with(context_only)
+        .with(log_records)
         .try_init()
         .context("a global tracing subscriber was already installed")?;
 
-    Ok(Telemetry { provider, delivery })
+    Ok(Telemetry {
+        provider,
+        logs,
+        logs_open,
+        metrics,
+        delivery,
+    })
 }
 
 fn tracer_provider(
     settings: &Settings,
+    resource: Resource,
     delivery: Option<Arc<Delivery>>,
 ) -> anyhow::Result<SdkTracerProvider> {
-    let mut builder = SdkTracerProvider::builder().with_resource(resource(settings));
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(sampler) = sampler(settings) {
         builder = builder.with_sampler(sampler);
     }
     builder = match settings.traces_exporter {
-        TracesExporter::Otlp => {
+        Exporter::Otlp => {
             let delivery = delivery.unwrap_or_default();
-            let exporter = ExportWatch::new(otlp_exporter(settings)?, delivery.clone());
+            let exporter = ExportWatch::new(otlp::span_exporter(settings)?, delivery.clone());
             let batches = BatchSpanProcessor::builder(exporter)
                 .with_batch_config(batch_config())
                 .build();
             builder.with_span_processor(CountEnded::new(batches, delivery))
         }
-        TracesExporter::Console => builder.with_simple_exporter(ConsoleExporter::default()),
-        TracesExporter::Discard => builder,
+        Exporter::Console => builder.with_simple_exporter(ConsoleExporter::default()),
+        Exporter::Discard => builder,
     };
     Ok(builder.build())
 }
@@ -205,56 +295,4 @@ fn sampler(settings: &Settings) -> Option<Sampler> {
         }
     };
     Some(sampler)
-}
-
-fn otlp_exporter(settings: &Settings) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
-    // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT wins, as the specification says; the
-    // SDK reads it itself as long as no endpoint is set here.
-    let base = settings
-        .otlp_endpoint
-        .as_ref()
-        .filter(|_| std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none())
-        .map(|url| url.as_str().to_string());
-    let exporter = match settings.otlp_protocol() {
-        OtlpProtocol::Grpc => {
-            let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-            match base {
-                Some(endpoint) => builder.with_endpoint(endpoint).build(),
-                None => builder.build(),
-            }
-        }
-        OtlpProtocol::HttpProtobuf => {
-            let builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary);
-            match base {
-                Some(base) => builder.with_endpoint(traces_path(&base)).build(),
-                None => builder.build(),
-            }
-        }
-    };
-    exporter.context("cannot build the OTLP span exporter")
-}
-
-/// OTLP/HTTP puts each signal under its own path below the base URL.
-fn traces_path(base: &str) -> String {
-    if base.ends_with('/') {
-        format!("{base}v1/traces")
-    } else {
-        format!("{base}/v1/traces")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::traces_path;
-
-    #[test]
-    fn traces_path_is_appended_below_the_base_path() {
-        assert_eq!(
-            traces_path("http://collector:4318/"),
-            "http://collector:4318/v1/traces"
-        );
-        assert_eq!(traces_path("http://gw/otlp"), "http://gw/otlp/v1/traces");
-    }
 }

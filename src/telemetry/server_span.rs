@@ -3,10 +3,11 @@
 //! answers with a `traceresponse` header ([`contract::TRACE_RESPONSE_HEADER`]).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use opentelemetry::baggage::{Baggage, BaggageExt as _};
-use opentelemetry::global;
 use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::{KeyValue, global};
 use opentelemetry_http::HeaderExtractor;
 use poem::http::header::{HOST, USER_AGENT};
 use poem::http::uri::Authority;
@@ -15,6 +16,7 @@ use tracing::Instrument as _;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use super::metrics::{HttpMetrics, status_error_type};
 use crate::contract;
 
 /// Why a handler answered 5xx: becomes the server span's `error.type` and
@@ -25,15 +27,18 @@ pub struct FailureReason {
     pub message: String,
 }
 
-/// Wraps `next` (mounted at `route`) in a SERVER span. `baggage` is added to
-/// the baggage the request came with; every entry of the result becomes an
-/// attribute of the span and travels on with the calls to the next hops.
+/// Wraps `next` (mounted at `route`) in a SERVER span, and records its
+/// duration in `metrics`. `baggage` is added to the baggage the request came
+/// with; every entry of the result becomes an attribute of the span and
+/// travels on with the calls to the next hops.
 pub async fn server_span<E: Endpoint>(
     next: Arc<E>,
     request: Request,
     route: &'static str,
     baggage: &[(String, String)],
+    metrics: &HttpMetrics,
 ) -> poem::Result<Response> {
+    let started = Instant::now();
     let mut parent = global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(request.headers()))
     });
@@ -57,7 +62,7 @@ pub async fn server_span<E: Endpoint>(
         http.route = route,
         url.path = request.uri().path(),
         url.scheme = "http",
-        server.address = server_address,
+        server.address = server_address.as_str(),
         server.port = server_port.map(i64::from),
         client.address = request.remote_addr().as_socket_addr().map(|a| a.ip().to_string()),
         user_agent.original = request.header(USER_AGENT),
@@ -93,6 +98,24 @@ pub async fn server_span<E: Endpoint>(
             span.record("otel.status_description", reason.message.as_str());
         }
     }
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("http.route", route),
+        KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
+        KeyValue::new("server.address", server_address),
+        KeyValue::new("url.scheme", "http"),
+    ];
+    if let Some(port) = server_port {
+        attributes.push(KeyValue::new("server.port", i64::from(port)));
+    }
+    if status.is_server_error() {
+        let reason = response.extensions().get::<FailureReason>();
+        let error_type = reason.map(|r| r.kind.to_string());
+        if let Some(error_type) = error_type.or_else(|| status_error_type(status.as_u16())) {
+            attributes.push(KeyValue::new("error.type", error_type));
+        }
+    }
+    metrics.server_request(started.elapsed(), &attributes);
     if let Some(value) = contract::trace_response(&span_context) {
         response
             .headers_mut()

@@ -21,6 +21,7 @@ async fn a_short_benchmark_run_reports_every_mode() {
         "setup",
         "throughput",
         "tracing_overhead",
+        "signal_cost",
         "memory",
         "delay_fidelity",
         "collector_faults",
@@ -31,6 +32,7 @@ async fn a_short_benchmark_run_reports_every_mode() {
     }
     for setting in [
         "sampled",
+        "sampled_traces_only",
         "sampled_json",
         "sampled_out",
         "disabled",
@@ -90,5 +92,11 @@ async fn a_short_benchmark_run_reports_every_mode() {
         assert_eq!(run["accepted_but_failed"], 0, "{run}");
         assert_eq!(run["exit_ok"], true, "{run}");
     }
-    assert_eq!(json["targets"].as_array().unwrap().len(), 8);
+    assert!(
+        json["signal_cost"]["all_share_of_traces_only"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(json["targets"].as_array().unwrap().len(), 9);
 }

@@ -14,6 +14,8 @@ fn without_collector(addr: std::net::SocketAddr, protocol: Protocol) -> Instance
         .env("OTEL_SERVICE_NAME", "lonely")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.env_value())
+        .env("OTEL_BLRP_SCHEDULE_DELAY", "100")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "100")
 }
 
 fn count(lines: &[String], needle: &str) -> usize {
@@ -39,6 +41,14 @@ async fn without_a_collector_requests_succeed_and_the_outage_is_logged_once() {
             "{:#?}",
             instance.stdout()
         );
+        for outage in ["log record export failed", "metric export failed"] {
+            assert_eq!(
+                count(&instance.stdout(), outage),
+                1,
+                "{outage}: {:#?}",
+                instance.stdout()
+            );
+        }
         assert_eq!(
             count(&instance.stdout(), "ERROR"),
             0,
@@ -51,13 +61,29 @@ async fn without_a_collector_requests_succeed_and_the_outage_is_logged_once() {
         let answer = get(instance.url(), &[]).await;
         let (trace_id, _) = answer.trace_response();
         trace_spans(&receiver, &trace_id, 3).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(
-            count(&instance.stdout(), "span export recovered"),
-            1,
-            "{:#?}",
-            instance.stdout()
-        );
+        let recovered = [
+            "span export recovered",
+            "log record export recovered",
+            "metric export recovered",
+        ];
+        let deadline = std::time::Instant::now() + SPAN_WAIT;
+        while recovered.iter().any(|r| count(&instance.stdout(), r) == 0)
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for recovered in [
+            "span export recovered",
+            "log record export recovered",
+            "metric export recovered",
+        ] {
+            assert_eq!(
+                count(&instance.stdout(), recovered),
+                1,
+                "{recovered}: {:#?}",
+                instance.stdout()
+            );
+        }
     }
 }
 
@@ -172,8 +198,13 @@ async fn a_hung_collector_neither_slows_requests_nor_holds_shutdown() {
         .expect("it exits");
     let took = stopping.elapsed();
     assert!(status.success());
-    // Bounded by the service's own flush timeout, not the exporter's 10 s.
-    assert!(took < Duration::from_secs(8), "shutdown took {took:?}");
+    // Bounded by the service's own flush timeout (1.5 s, every signal at
+    // once), not the exporter's 10 s nor the meter provider's fixed 5 s.
+    assert!(
+        receiver.log_export_requests() >= 1,
+        "log records went to the hung collector too"
+    );
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
 }
 
 #[tokio::test]

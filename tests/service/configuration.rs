@@ -57,6 +57,26 @@ fn bad_numbers_are_refused() {
     assert_refused("OTEL_TRACES_SAMPLER_ARG", "1.5");
     assert_refused("EXTERNAL_CALL_RETRIES", "11");
     assert_refused("EXTERNAL_CALL_RETRIES", "-1");
+    assert_refused("OTEL_METRIC_EXPORT_INTERVAL", "0");
+    assert_refused("OTEL_METRIC_EXPORT_INTERVAL", "soon");
+}
+
+#[test]
+fn bad_signal_exporters_are_refused() {
+    for variable in [
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_LOGS_EXPORTER",
+        "OTEL_METRICS_EXPORTER",
+    ] {
+        assert_refused(variable, "loki");
+        let line = refusal(&[(variable, "jaeger")], &[]);
+        assert_eq!(
+            line,
+            format!("microservice: {variable}=\"jaeger\": expected one of otlp, console, none")
+        );
+    }
+    assert_refused("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/json");
+    assert_refused("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "udp");
 }
 
 /// The one line a bad value gets: `VARIABLE="value": reason`.
@@ -237,6 +257,9 @@ fn help_lists_every_variable_with_its_default() {
         "OTEL_EXPORTER_OTLP_PROTOCOL=",
         "OTEL_TRACES_SAMPLER=",
         "OTEL_TRACES_EXPORTER=",
+        "OTEL_LOGS_EXPORTER=",
+        "OTEL_METRICS_EXPORTER=",
+        "OTEL_METRIC_EXPORT_INTERVAL=",
         "OTEL_SDK_DISABLED=",
         "OTEL_RESOURCE_ATTRIBUTES",
         "OTEL_BSP_SCHEDULE_DELAY",

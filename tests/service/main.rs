@@ -13,5 +13,6 @@ mod fan_out;
 mod logs;
 mod propagation;
 mod retries;
+mod signals;
 mod spans;
 mod templates;

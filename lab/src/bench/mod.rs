@@ -14,11 +14,12 @@ pub mod targets;
 mod throughput;
 
 pub use config::BenchConfig;
-use report::{Memory, Overhead, Report, Setup, Throughput};
+use report::{Memory, Overhead, Report, Setup, SignalCost, Throughput};
 use setup::round;
 
 pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Result<Report> {
-    let [sampled, sampled_json, sampled_out, disabled] = throughput::run(config, progress).await?;
+    let [sampled, traces_only, sampled_json, sampled_out, disabled] =
+        throughput::run(config, progress).await?;
     let half = sampled.setting.summary.requests_per_second / 2.0;
     progress("mode 1: sampled at half capacity");
     let half_capacity = throughput::half_capacity(config, half).await?;
@@ -32,16 +33,20 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Resul
         shutdown.push(shutdown::run(config, hop).await?);
     }
 
-    let share = |setting: &throughput::Run| {
+    let share_of = |setting: &throughput::Run, of: &throughput::Run| {
         setting.setting.summary.requests_per_second
-            / disabled
-                .setting
-                .summary
-                .requests_per_second
-                .max(f64::EPSILON)
+            / of.setting.summary.requests_per_second.max(f64::EPSILON)
+    };
+    let share = |setting: &throughput::Run| share_of(setting, &disabled);
+    let signal_cost = SignalCost {
+        all_share_of_traces_only: round(share_of(&sampled, &traces_only)),
+        all_share_of_disabled: round(share(&sampled)),
+        extra_cpu_us_per_request: round(
+            sampled.setting.cpu_us_per_request - traces_only.setting.cpu_us_per_request,
+        ),
     };
     let tracing_overhead = Overhead {
-        sampled_share_of_disabled: round(share(&sampled)),
+        sampled_share_of_disabled: round(share(&traces_only)),
         html_share_of_json: round(
             sampled.setting.summary.requests_per_second
                 / sampled_json
@@ -52,7 +57,7 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Resul
         ),
         sampled_out_share_of_disabled: round(share(&sampled_out)),
         sampled_extra_cpu_us_per_request: round(
-            sampled.setting.cpu_us_per_request - disabled.setting.cpu_us_per_request,
+            traces_only.setting.cpu_us_per_request - disabled.setting.cpu_us_per_request,
         ),
     };
     let memory = Memory {
@@ -61,6 +66,7 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Resul
     };
     let targets = targets::of(
         &tracing_overhead,
+        &signal_cost,
         &half_capacity.setting,
         &memory,
         &delay_fidelity,
@@ -84,12 +90,14 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Resul
         },
         throughput: Throughput {
             sampled: sampled.setting,
+            sampled_traces_only: traces_only.setting,
             sampled_json: sampled_json.setting,
             sampled_out: sampled_out.setting,
             disabled: disabled.setting,
             sampled_half_capacity: half_capacity.setting,
         },
         tracing_overhead,
+        signal_cost,
         memory,
         delay_fidelity,
         collector_faults,

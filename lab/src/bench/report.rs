@@ -12,6 +12,7 @@ pub struct Report {
     pub setup: Setup,
     pub throughput: Throughput,
     pub tracing_overhead: Overhead,
+    pub signal_cost: SignalCost,
     pub memory: Memory,
     pub delay_fidelity: DelayFidelity,
     pub collector_faults: CollectorFaults,
@@ -34,8 +35,11 @@ pub struct Setup {
 
 #[derive(Debug, Serialize)]
 pub struct Throughput {
-    /// OTEL_TRACES_SAMPLER=always_on, exported over OTLP.
+    /// OTEL_TRACES_SAMPLER=always_on, spans, log records and metrics
+    /// exported over OTLP (the lab's default).
     pub sampled: Setting,
+    /// Sampled, spans only: OTEL_LOGS_EXPORTER and OTEL_METRICS_EXPORTER `none`.
+    pub sampled_traces_only: Setting,
     /// Sampled too, asking for the JSON answer: no templates.
     pub sampled_json: Setting,
     /// OTEL_TRACES_SAMPLER=always_off: spans made but not recorded.
@@ -77,14 +81,25 @@ impl SpanCount {
 
 #[derive(Debug, Serialize)]
 pub struct Overhead {
-    /// Sampled throughput as a share of the disabled throughput.
+    /// Sampled throughput, spans only, as a share of the disabled throughput.
     pub sampled_share_of_disabled: f64,
     /// Sampled HTML throughput as a share of sampled JSON throughput: what
     /// rendering the page costs.
     pub html_share_of_json: f64,
     pub sampled_out_share_of_disabled: f64,
-    /// Extra CPU per request when sampled, over disabled, in microseconds.
+    /// Extra CPU per request when sampled (spans only), over disabled, µs.
     pub sampled_extra_cpu_us_per_request: f64,
+}
+
+/// What logs and metrics add to the spans, the same chains side by side.
+#[derive(Debug, Serialize)]
+pub struct SignalCost {
+    /// Throughput with traces, logs and metrics as a share of traces only.
+    pub all_share_of_traces_only: f64,
+    /// Throughput with all three as a share of the SDK disabled.
+    pub all_share_of_disabled: f64,
+    /// Extra CPU per request of logs and metrics over traces only, µs.
+    pub extra_cpu_us_per_request: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -186,6 +201,7 @@ pub fn table(report: &Report) -> String {
     let throughput = &report.throughput;
     for (name, setting) in [
         ("sampled (always_on)", &throughput.sampled),
+        ("sampled, traces only", &throughput.sampled_traces_only),
         ("sampled, JSON", &throughput.sampled_json),
         ("sampled out", &throughput.sampled_out),
         ("SDK disabled", &throughput.disabled),
@@ -197,11 +213,19 @@ pub fn table(report: &Report) -> String {
     let overhead = &report.tracing_overhead;
     let _ = writeln!(
         out,
-        "\n2. Tracing overhead: sampled = {:.1} % of disabled throughput (sampled out: {:.1} %); +{:.0} µs CPU per request\n   The page: HTML = {:.1} % of JSON throughput, both sampled",
+        "\n2. Tracing overhead: sampled, traces only = {:.1} % of disabled throughput (sampled out: {:.1} %); +{:.0} µs CPU per request\n   The page: HTML = {:.1} % of JSON throughput, both sampled",
         overhead.sampled_share_of_disabled * 100.0,
         overhead.sampled_out_share_of_disabled * 100.0,
         overhead.sampled_extra_cpu_us_per_request,
         overhead.html_share_of_json * 100.0
+    );
+    let cost = &report.signal_cost;
+    let _ = writeln!(
+        out,
+        "   Logs and metrics too: {:.1} % of traces-only throughput, {:.1} % of disabled; +{:.0} µs CPU per request",
+        cost.all_share_of_traces_only * 100.0,
+        cost.all_share_of_disabled * 100.0,
+        cost.extra_cpu_us_per_request
     );
 
     let kib = |values: &[u64]| {

@@ -1,16 +1,19 @@
 //! The targets the lab is judged by, and how a report's figures meet them.
 
 use super::report::{
-    CollectorFaults, DelayFidelity, Memory, Overhead, Setting, ShutdownRun, Target,
+    CollectorFaults, DelayFidelity, Memory, Overhead, Setting, ShutdownRun, SignalCost, Target,
 };
 
 pub const MIN_TRACING_SHARE: f64 = 0.90;
+/// Traces, logs and metrics together (issue 18).
+pub const MIN_ALL_SIGNALS_SHARE: f64 = 0.70;
 pub const MIN_HTML_SHARE_OF_JSON: f64 = 0.90;
 pub const MAX_RSS_KIB: u64 = 12 * 1024;
 pub const MAX_DELAY_OVERSHOOT_MS: f64 = 3.0;
 
 pub(super) fn of(
     overhead: &Overhead,
+    signal_cost: &SignalCost,
     half_capacity: &Setting,
     memory: &Memory,
     delay: &DelayFidelity,
@@ -27,6 +30,12 @@ pub(super) fn of(
             value: overhead.sampled_share_of_disabled,
             limit: format!(">= {MIN_TRACING_SHARE}"),
             met: overhead.sampled_share_of_disabled >= MIN_TRACING_SHARE,
+        },
+        Target {
+            name: "all signals: sampled / disabled throughput",
+            value: signal_cost.all_share_of_disabled,
+            limit: format!(">= {MIN_ALL_SIGNALS_SHARE}"),
+            met: signal_cost.all_share_of_disabled >= MIN_ALL_SIGNALS_SHARE,
         },
         Target {
             name: "HTML / JSON throughput, both sampled",

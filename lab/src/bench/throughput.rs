@@ -1,6 +1,7 @@
-//! Mode 1, throughput and latency in four settings (sampled, sampled JSON,
-//! sampled out, SDK disabled) and sampled again at half that load; mode 3's
-//! memory figures come from the same chains.
+//! Mode 1, throughput and latency in five settings (sampled with traces,
+//! logs and metrics, sampled with traces only, sampled JSON, sampled out,
+//! SDK disabled) and sampled again at half that load; mode 3's memory
+//! figures come from the same chains.
 
 use std::time::Duration;
 
@@ -31,6 +32,27 @@ impl Sampling {
     }
 }
 
+/// Which signals a sampled chain exports besides its spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signals {
+    /// Traces, logs and metrics: the lab's default.
+    All,
+    TracesOnly,
+}
+
+impl Signals {
+    fn env(self) -> [(&'static str, &'static str); 2] {
+        let exporter = match self {
+            Signals::All => "otlp",
+            Signals::TracesOnly => "none",
+        };
+        [
+            ("OTEL_LOGS_EXPORTER", exporter),
+            ("OTEL_METRICS_EXPORTER", exporter),
+        ]
+    }
+}
+
 pub(super) struct Run {
     pub(super) setting: Setting,
     pub(super) idle_kib: Vec<u64>,
@@ -51,10 +73,18 @@ struct Subject {
 }
 
 impl Subject {
-    async fn start(config: &BenchConfig, sampling: Sampling, json: bool) -> anyhow::Result<Self> {
+    async fn start(
+        config: &BenchConfig,
+        sampling: Sampling,
+        signals: Signals,
+        json: bool,
+    ) -> anyhow::Result<Self> {
         let receiver = OtlpReceiver::start_counting(config.protocol)?;
         let (key, value) = sampling.env();
-        let common = common(config, &receiver).env(key, value);
+        let mut common = common(config, &receiver).env(key, value);
+        for (key, value) in signals.env() {
+            common = common.env(key, value);
+        }
         let chain = Chain::start(&config.binary, &common, &hops(config, |_| 0)).await?;
         let idle_kib = rss(&chain);
         let format = if json { Format::Json } else { Format::Html };
@@ -117,18 +147,20 @@ impl Subject {
     }
 }
 
-/// Mode 1 (and the memory figures of mode 3): the three settings on chains
-/// of their own, measured in turns so that a change in the machine's load
-/// falls on all of them alike.
-pub(super) async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Result<[Run; 4]> {
+/// Mode 1 (and the memory figures of mode 3): the settings on chains of
+/// their own, measured in turns so that a change in the machine's load
+/// falls on all of them alike: [sampled, sampled with traces only, sampled
+/// JSON, sampled out, disabled].
+pub(super) async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow::Result<[Run; 5]> {
     let mut subjects = Vec::new();
-    for (sampling, json) in [
-        (Sampling::AlwaysOn, false),
-        (Sampling::AlwaysOn, true),
-        (Sampling::AlwaysOff, false),
-        (Sampling::Disabled, false),
+    for (sampling, signals, json) in [
+        (Sampling::AlwaysOn, Signals::All, false),
+        (Sampling::AlwaysOn, Signals::TracesOnly, false),
+        (Sampling::AlwaysOn, Signals::All, true),
+        (Sampling::AlwaysOff, Signals::All, false),
+        (Sampling::Disabled, Signals::All, false),
     ] {
-        let mut subject = Subject::start(config, sampling, json).await?;
+        let mut subject = Subject::start(config, sampling, signals, json).await?;
         subject.warm_up(config).await;
         subjects.push(subject);
     }
@@ -145,12 +177,12 @@ pub(super) async fn run(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow
         runs.push(subject.finish(config).await);
     }
     runs.try_into()
-        .map_err(|_| anyhow::anyhow!("four settings were measured"))
+        .map_err(|_| anyhow::anyhow!("five settings were measured"))
 }
 
 /// Mode 1 again, sampled and paced to `rate`: nothing may be lost there.
 pub(super) async fn half_capacity(config: &BenchConfig, rate: f64) -> anyhow::Result<Run> {
-    let mut subject = Subject::start(config, Sampling::AlwaysOn, false).await?;
+    let mut subject = Subject::start(config, Sampling::AlwaysOn, Signals::All, false).await?;
     load_gen::run(&load(config, &subject.chain, config.warmup, Some(rate))).await;
     subject.measure(config, config.duration, Some(rate)).await;
     Ok(subject.finish(config).await)

@@ -50,6 +50,11 @@ struct Args {
     #[arg(long, value_name = "LIST", help = attributes::HELP, value_parser = Selection::parse)]
     attributes: Option<Selection>,
 
+    /// Print the log records each hop wrote under the span they were written in
+    /// (an exercise may turn this on by default).
+    #[arg(long)]
+    logs: bool,
+
     /// Where the runner receives the hops' spans (port 0: a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     receiver: std::net::SocketAddr,
@@ -80,6 +85,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let (mut tail_sampling, mut intro, mut shown) = (None, None, Selection::default());
+    let mut exercise_logs = false;
     let (chain, label) = match (&args.chain, &args.exercise) {
         (Some(path), _) => (ChainFile::read(path)?, format!("chain {}", path.display())),
         (None, Some(name)) => {
@@ -87,6 +93,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tail_sampling = exercise.tail_sampling()?;
             intro = Some(guide(&exercise));
             shown = exercise.terminal.attributes.clone();
+            exercise_logs = exercise.terminal.logs;
             let label = format!("exercise {}: {}", exercise.name, exercise.title);
             (exercise.topology, label)
         }
@@ -103,6 +110,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         forward_to: args.otlp_endpoint,
         load_rate: args.load,
         show_load: args.show_load,
+        show_logs: args.logs || exercise_logs,
         style: if colour { Style::Colour } else { Style::Plain },
         attributes,
         receiver_addr: args.receiver,

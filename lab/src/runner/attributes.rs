@@ -399,7 +399,7 @@ mod tests {
             late: None,
         };
         let attributes = Attributes::new(Selection::parse("lab.name").unwrap(), &chain());
-        let text = render_with(&trace, None, Style::Plain, &attributes);
+        let text = render_with(&trace, None, Style::Plain, &attributes, &[]);
         let trees: Vec<&str> = text.lines().skip(1).filter_map(tree_of).collect();
         assert_eq!(
             trees,

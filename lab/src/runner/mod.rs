@@ -6,6 +6,7 @@
 
 pub mod attributes;
 pub mod forward;
+pub mod log_lines;
 pub mod waterfall;
 
 use std::io::Write as _;
@@ -24,6 +25,7 @@ use crate::trace::tail_sampling::TailSampling;
 use crate::trace::{Assembler, Trace, Verdict};
 use attributes::Attributes;
 use forward::Forwarder;
+use log_lines::LogBook;
 use waterfall::Style;
 
 /// User agent of the runner's own load: its traces are counted, not drawn.
@@ -50,6 +52,8 @@ pub struct RunnerConfig {
     pub load_rate: Option<f64>,
     /// Draw the traces of that load too.
     pub show_load: bool,
+    /// Print each span's log records under it.
+    pub show_logs: bool,
     pub style: Style,
     /// The span attributes printed under each span.
     pub attributes: Attributes,
@@ -64,9 +68,15 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     let mut stop = stop_signal();
     let (receiver, mut batches) =
         OtlpReceiver::start_streaming(Protocol::HttpProtobuf, config.receiver_addr)?;
+    // Without --logs the hops' records arrive and are dropped.
+    let (mut log_batches, mut log_book) = (
+        config.show_logs.then(|| receiver.stream_logs()),
+        LogBook::default(),
+    );
     let common = InstanceConfig::new()
         .envs(receiver.env())
-        .env("OTEL_BSP_SCHEDULE_DELAY", HOP_EXPORT_DELAY_MS);
+        .env("OTEL_BSP_SCHEDULE_DELAY", HOP_EXPORT_DELAY_MS)
+        .env("OTEL_BLRP_SCHEDULE_DELAY", HOP_EXPORT_DELAY_MS);
     let mut running = Chain::start_topology(&config.binary, &common, &config.chain).await?;
     let chain = &config.chain;
     let entry_url = running.entry().url().to_string();
@@ -99,9 +109,11 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         tokio::select! {
             () = &mut stop => break None,
             Some(batch) = batches.recv() => assembler.add(batch, Instant::now()),
+            Some(logs) = next_logs(&mut log_batches) => log_book.add(logs, Instant::now()),
             _ = tick.tick() => {
                 for trace in assembler.finished(Instant::now()) {
-                    let verdict = show(&config, &trace, forwarder.as_ref(), &mut out);
+                    let logs = log_book.take(&trace.id);
+                    let verdict = show(&config, &trace, &logs, forwarder.as_ref(), &mut out);
                     assembler.record(&trace, verdict);
                     keep_slowest(&mut slowest, trace);
                 }
@@ -132,8 +144,12 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     while let Ok(Some(batch)) = tokio::time::timeout_at(quiet.into(), batches.recv()).await {
         assembler.add(batch, Instant::now());
     }
+    while let Some(Ok(logs)) = log_batches.as_mut().map(|batches| batches.try_recv()) {
+        log_book.add(logs, Instant::now());
+    }
     for trace in assembler.drain() {
-        let verdict = show(&config, &trace, forwarder.as_ref(), &mut out);
+        let logs = log_book.take(&trace.id);
+        let verdict = show(&config, &trace, &logs, forwarder.as_ref(), &mut out);
         assembler.record(&trace, verdict);
     }
     if let Some(forwarder) = forwarder {
@@ -241,6 +257,7 @@ fn load_sentence(rate: f64, show_load: bool) -> String {
 fn show(
     config: &RunnerConfig,
     trace: &Trace,
+    logs: &[crate::receiver::ReceivedLog],
     forwarder: Option<&Forwarder>,
     out: &mut impl std::io::Write,
 ) -> Verdict {
@@ -267,11 +284,27 @@ fn show(
         let _ = write!(
             out,
             "{}",
-            waterfall::render_with(trace, note.as_deref(), config.style, &config.attributes)
+            waterfall::render_with(
+                trace,
+                note.as_deref(),
+                config.style,
+                &config.attributes,
+                logs
+            )
         );
         let _ = out.flush();
     }
     verdict
+}
+
+/// The next batch of log records, when they are streamed (`--logs`).
+async fn next_logs(
+    batches: &mut Option<crate::receiver::LogBatches>,
+) -> Option<Vec<crate::receiver::ReceivedLog>> {
+    match batches {
+        Some(batches) => batches.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A trace the runner's own load started.
@@ -334,7 +367,13 @@ fn report_load(
                 let _ = write!(
                     out,
                     "{}",
-                    waterfall::render_with(&trace, Some(&note), config.style, &config.attributes)
+                    waterfall::render_with(
+                        &trace,
+                        Some(&note),
+                        config.style,
+                        &config.attributes,
+                        &[]
+                    )
                 );
             }
         }

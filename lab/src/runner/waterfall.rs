@@ -18,7 +18,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::attributes::Attributes;
-use crate::receiver::{ReceivedSpan, SpanKind};
+use super::log_lines;
+use crate::receiver::{ReceivedLog, ReceivedSpan, SpanKind};
 use crate::trace::Trace;
 
 /// Columns of the time bar.
@@ -49,16 +50,18 @@ const SERVICE_COLOURS: [&str; 6] = [
 /// trace it hangs from (dim, named by id as above), so that a callee that
 /// outlived its caller shows as a bar that goes on past its parent's.
 pub fn render(trace: &Trace, note: Option<&str>, style: Style) -> String {
-    render_with(trace, note, style, &Attributes::default())
+    render_with(trace, note, style, &Attributes::default(), &[])
 }
 
 /// [`render`], with the `attributes` selected printed on a line under each
-/// span that has any (see [`super::attributes`]).
+/// span that has any (see [`super::attributes`]), and each span's records of
+/// `logs` under it (`--logs`).
 pub fn render_with(
     trace: &Trace,
     note: Option<&str>,
     style: Style,
     attributes: &Attributes,
+    logs: &[ReceivedLog],
 ) -> String {
     let paint = |code: &str, text: &str| match style {
         Style::Colour => format!("{code}{text}{RESET}"),
@@ -190,6 +193,11 @@ pub fn render_with(
                 "",
                 paint(DIM, &format!("{indent}{stem}{text}"))
             );
+        }
+        if !is_context {
+            for log_line in log_lines::lines_under(span, logs, &indent, !kids.is_empty(), style) {
+                let _ = writeln!(out, "{log_line}");
+            }
         }
 
         for (i, (child, child_is_context)) in kids.iter().enumerate().rev() {
