@@ -144,7 +144,8 @@ def start_loki(procs: Processes, loki: dict[str, Any], data_dir: str, scratch: P
         ]
     )
     # As the unit runs it: in its data directory.
-    procs.start("loki", [str(LOKI_RUNNER), LOKI_VERSION, f"-config.file={scratch / 'loki.json'}"], dict(os.environ), str(state))
+    argv = [str(LOKI_RUNNER), LOKI_VERSION, f"-config.file={scratch / 'loki.json'}"]
+    procs.start("loki", argv, dict(os.environ), str(state))
     lab.step(f"loki {LOKI_VERSION} ready", procs.wait_ready("loki", url + "/ready", READY_TIMEOUT, 1))
     return url
 
@@ -454,7 +455,8 @@ def check_queries(
         query = options["query"] if options.get("customQuery") else ""
         if not query:
             raise Failure("the Tempo data source's trace-to-logs has no custom query")
-        expr = lab.substitute(query, {"__tags": tags, "__span.traceId": trace_id, "__trace.traceId": trace_id}, "tracesToLogsV2")
+        variables = {"__tags": tags, "__span.traceId": trace_id, "__trace.traceId": trace_id}
+        expr = lab.substitute(query, variables, "tracesToLogsV2")
 
         def trace_to_logs(expr: str = expr, service: str = span["service"]) -> str:
             streams = loki_streams(loki_url, expr, since)
@@ -497,7 +499,10 @@ def check_queries(
         wait_until("every logs and service-metrics query returning data", SIGNAL_TIMEOUT, all_have_data, 3)
     except Failure as failure:
         raise Failure(f"{failure}:\n" + "\n".join(f"  {w}: {problems[w]}" for w in pending)) from None
-    lab.step(f"{count} dashboard and data-source queries on logs and service metrics return data", time.monotonic() - started)
+    lab.step(
+        f"{count} dashboard and data-source queries on logs and service metrics return data",
+        time.monotonic() - started,
+    )
 
 
 # --- one run -------------------------------------------------------------------------
@@ -571,7 +576,8 @@ def run(tempo_version: str, synthetic: bool) -> None:
     except Failure as failure:
         # running_backends keeps every process's log in scratch.
         logs = Processes(scratch)
-        said = {name: logs.log_tail(name, 8, r"level=(error|warn)|\berror\b|\twarn\t") for name in ("collector", "loki")}
+        pattern = r"level=(error|warn)|\berror\b|\twarn\t"
+        said = {name: logs.log_tail(name, 8, pattern) for name in ("collector", "loki")}
         evidence = "".join(f"\n  {n}'s log (errors, warnings):\n{t}" for n, t in said.items() if t)
         raise Failure(f"{failure}{evidence}") from None
     finally:
@@ -588,7 +594,7 @@ def main() -> int:
     args = parser.parse_args()
     missing = [str(p) for p in (LOKI_RUNNER, COLLECTOR_RUNNER) if not p.exists()] + ([] if tempos else ["a Tempo"])
     if missing:
-        say(f"signals: skipped, this machine lacks {', '.join(missing)} in {RUNTIME}; the VM test covers this under Nix")
+        say(f"signals: skipped, this machine lacks {', '.join(missing)}; the VM test covers this under Nix")
         return 0
     started = time.monotonic()
     try:
