@@ -51,6 +51,7 @@ let
 
   settings = {
     tempo = local.tempoSettings { tempoVersion = pkgs.tempo.version; };
+    loki = local.lokiSettings;
     # Like the module's assertion: name each plugin this Grafana needs and nixpkgs lacks.
     grafana =
       lib.throwIf (plugins.missing != [ ])
@@ -81,6 +82,7 @@ let
   files = lib.genAttrs exercises.names (exercise: {
     collector = "file:${collectorConfig exercise}";
     tempo = "${json.generate "tempo.yaml" settings.tempo}";
+    loki = "${json.generate "loki.yaml" settings.loki}";
     prometheus = "${json.generate "prometheus.yml" settings.prometheus}";
     grafana = "${(formats.ini { }).generate "grafana.ini" settings.grafana}";
     loadTargets = "${writeText "tracing-lab-load-targets" (
@@ -92,6 +94,7 @@ let
     microservice = lib.getExe microservice;
     collector = lib.getExe (collectorPackage exercise);
     tempo = lib.getExe' pkgs.tempo "tempo";
+    loki = lib.getExe' pkgs.grafana-loki "loki";
     prometheus = lib.getExe pkgs.prometheus;
     grafana = lib.getExe pkgs.grafana;
     vegeta = lib.getExe pkgs.vegeta;
@@ -149,7 +152,7 @@ writeShellApplication {
            tracing-lab-local --list-exercises
 
     Runs the tracing lab as local processes under process-compose: the chain of
-    microservices, the OpenTelemetry Collector, Tempo, Prometheus and Grafana, on
+    microservices, the OpenTelemetry Collector, Tempo, Loki, Prometheus and Grafana, on
     127.0.0.1. State: $XDG_STATE_HOME/tracing-lab (~/.local/state/tracing-lab).
 
       --exercise NAME     the exercise to run (default: baseline)
@@ -218,7 +221,7 @@ writeShellApplication {
     fi
 
     state=''${XDG_STATE_HOME:-$HOME/.local/state}/tracing-lab
-    mkdir -p "$state"/{tempo,prometheus,grafana}
+    mkdir -p "$state"/{tempo,loki,prometheus,grafana}
     # Grafana's secret key: made here on first start, never in the Nix store.
     if [[ ! -s $state/grafana/secret_key ]]; then
       (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$state/grafana/secret_key")

@@ -4,7 +4,12 @@
 # else that runs the same backends can take them too. Builtins only, so
 # `nix-instantiate --eval --strict` tests it without nixpkgs (../tests/eval/pure-backends.nix).
 let
-  inherit (import ./topology.nix) tempoDatasourceUid prometheusDatasourceUid fixedPorts;
+  inherit (import ./topology.nix)
+    tempoDatasourceUid
+    prometheusDatasourceUid
+    lokiDatasourceUid
+    fixedPorts
+    ;
 
   atLeast = version: floor: builtins.compareVersions version floor >= 0;
   loopback = port: "127.0.0.1:${toString port}";
@@ -12,6 +17,7 @@ let
   # Provisioning files expand ${...} themselves, so PromQL's $__tags is written $$__tags.
   spanCalls = "traces_spanmetrics_calls_total{$$__tags}";
   spanLatencyBuckets = "traces_spanmetrics_latency_bucket{$$__tags}";
+  spanLogs = "{$${__tags}} | trace_id=\"$${__span.traceId}\"";
 in
 rec {
   # OpenTelemetry Collector 0.144 renamed the OTLP exporters (`otlp` to
@@ -19,8 +25,17 @@ rec {
   # deprecated aliases that log a warning. So the name follows the collector
   # that runs it: nixos-26.05's 0.151 and newer take the new one, older ones
   # know only the old one (nixos/tests/eval/versions.nix checks both).
-  collectorOtlpExporter =
-    collectorVersion: if atLeast collectorVersion "0.144" then "otlp_grpc" else "otlp";
+  collectorOtlpExporter = collectorVersion: (collectorExporterNames collectorVersion).otlpGrpc;
+
+  # The exporters' type names a collector of `collectorVersion` takes without
+  # a deprecation warning: 0.144 renamed the OTLP ones, 0.156
+  # `prometheusremotewrite`; the old names stay as aliases.
+  collectorExporterNames = collectorVersion: {
+    otlpGrpc = if atLeast collectorVersion "0.144" then "otlp_grpc" else "otlp";
+    otlpHttp = if atLeast collectorVersion "0.144" then "otlp_http" else "otlphttp";
+    prometheusRemoteWrite =
+      if atLeast collectorVersion "0.156" then "prometheus_remote_write" else "prometheusremotewrite";
+  };
 
   # The exporter's queue and retries, for the lab's load: 2 requests a second
   # (loadRate) plus a user clicking, about 15 spans a request, so some 30-50
@@ -79,9 +94,10 @@ rec {
       tailSampling ? null,
     }:
     let
-      exporter = collectorOtlpExporter collectorVersion;
+      names = collectorExporterNames collectorVersion;
+      exporter = names.otlpGrpc;
     in
-    {
+    withSignalPipelines { inherit ports names; } {
       receivers.otlp.protocols = {
         grpc.endpoint = loopback ports.collectorOtlpGrpc;
         http.endpoint = loopback ports.collectorOtlpHttp;
@@ -124,6 +140,201 @@ rec {
       static_configs = [ { targets = [ (loopback fixedPorts.collectorTelemetry) ]; } ];
     }
   ];
+
+  # The collector's logs and metrics, next to the traces: the hops send all
+  # three to its one OTLP receiver. Logs go to Loki's OTLP endpoint (Loki 3),
+  # which keeps trace_id and span_id as structured metadata. Metrics go to
+  # Prometheus through remote write, not Prometheus' own OTLP receiver: the
+  # remote-write receiver is on already (Tempo writes there), it is the same
+  # in Prometheus 2 and 3, while the OTLP receiver is a feature flag before
+  # 2.47 and another flag in 3.x. Both exporters are in the core distribution
+  # (nixpkgs' opentelemetry-collector, the releases' `otelcol`) and in contrib.
+  # `names`: the exporters' type names for the collector's version
+  # (collectorExporterNames).
+  collectorSignalPipelines =
+    {
+      ports,
+      names,
+    }:
+    let
+      loki = "${names.otlpHttp}/loki";
+      prometheus = "${names.prometheusRemoteWrite}/prometheus";
+      pipeline = exporter: {
+        receivers = [ "otlp" ];
+        processors = [
+          "memory_limiter"
+          "batch"
+        ];
+        exporters = [ exporter ];
+      };
+    in
+    {
+      exporters = {
+        # The exporter appends /v1/logs.
+        ${loki}.endpoint = "http://${loopback ports.loki}/otlp";
+        ${prometheus} = {
+          endpoint = prometheusRemoteWriteUrl ports;
+          # service.name becomes the `job` label, the hop's name in PromQL.
+          resource_to_telemetry_conversion.enabled = false;
+        };
+      };
+      pipelines = {
+        logs = pipeline loki;
+        metrics = pipeline prometheus;
+      };
+    };
+
+  # collectorSettings with the logs and metrics pipelines added.
+  withSignalPipelines =
+    { ports, names }:
+    settings:
+    let
+      signals = collectorSignalPipelines { inherit ports names; };
+    in
+    settings
+    // {
+      exporters = settings.exporters // signals.exporters;
+      service = settings.service // {
+        pipelines = settings.service.pipelines // signals.pipelines;
+      };
+    };
+
+  # Single-node Loki: everything in one process, chunks and TSDB index on the
+  # filesystem under `stateDir`. Only keys that Loki 3.4 and 3.6-3.7 both
+  # accept (lokiKeys; Loki rejects unknown ones). The HTTP API, also the OTLP
+  # endpoint the collector writes to, listens on `listenAddress`; gRPC stays
+  # on loopback. Retention: 72 h, deleted by the compactor (checked every
+  # 10 min, deleted 1 h after marking); at the lab's load that is a few
+  # hundred MB at most, well inside the lab VM's 4 GiB disk.
+  lokiRetention = "72h";
+  lokiSettings =
+    {
+      ports,
+      stateDir,
+      listenAddress ? "127.0.0.1",
+    }:
+    {
+      auth_enabled = false;
+      server = {
+        http_listen_address = listenAddress;
+        http_listen_port = ports.loki;
+        grpc_listen_address = "127.0.0.1";
+        grpc_listen_port = ports.lokiGrpc;
+        log_level = "warn";
+      };
+      common = {
+        path_prefix = stateDir;
+        replication_factor = 1;
+        # Its ring on loopback: a lab VM or a container may have no other
+        # interface Loki would pick.
+        instance_addr = "127.0.0.1";
+        ring.kvstore.store = "inmemory";
+        storage.filesystem = {
+          chunks_directory = "${stateDir}/chunks";
+          rules_directory = "${stateDir}/rules";
+        };
+      };
+      schema_config.configs = [
+        {
+          from = "2024-04-01";
+          store = "tsdb";
+          object_store = "filesystem";
+          schema = "v13";
+          index = {
+            prefix = "index_";
+            period = "24h";
+          };
+        }
+      ];
+      limits_config = {
+        # OTLP attributes that are not labels (trace_id, span_id, severity)
+        # are kept as structured metadata.
+        allow_structured_metadata = true;
+        retention_period = lokiRetention;
+      };
+      compactor = {
+        working_directory = "${stateDir}/compactor";
+        retention_enabled = true;
+        compaction_interval = "10m";
+        retention_delete_delay = "1h";
+        delete_request_store = "filesystem";
+      };
+      # The lab runs offline.
+      analytics.reporting_enabled = false;
+    };
+
+  # The configuration keys lokiSettings may use, as a tree (`true`: a leaf):
+  # each is in Loki 3.4's and 3.6-3.7's reference configuration. A new key
+  # goes here only once both versions are known to accept it.
+  lokiKeys = {
+    auth_enabled = true;
+    server = {
+      http_listen_address = true;
+      http_listen_port = true;
+      grpc_listen_address = true;
+      grpc_listen_port = true;
+      log_level = true;
+    };
+    common = {
+      path_prefix = true;
+      replication_factor = true;
+      instance_addr = true;
+      ring.kvstore.store = true;
+      storage.filesystem = {
+        chunks_directory = true;
+        rules_directory = true;
+      };
+    };
+    schema_config.configs = {
+      from = true;
+      store = true;
+      object_store = true;
+      schema = true;
+      index = {
+        prefix = true;
+        period = true;
+      };
+    };
+    limits_config = {
+      allow_structured_metadata = true;
+      retention_period = true;
+    };
+    compactor = {
+      working_directory = true;
+      retention_enabled = true;
+      compaction_interval = true;
+      retention_delete_delay = true;
+      delete_request_store = true;
+    };
+    analytics.reporting_enabled = true;
+  };
+
+  # The dotted paths of `settings` outside lokiKeys (a list's items are
+  # checked against the same tree), e.g. [ "limits_config.bogus" ].
+  lokiUnknownKeys =
+    settings:
+    let
+      walk =
+        prefix: known: value:
+        if builtins.isList value then
+          builtins.concatMap (walk prefix known) value
+        else if builtins.isAttrs value then
+          builtins.concatMap (
+            name:
+            let
+              path = if prefix == "" then name else "${prefix}.${name}";
+            in
+            if !(builtins.isAttrs known && known ? ${name}) then
+              [ path ]
+            else if known.${name} == true then
+              [ ]
+            else
+              walk path known.${name} value.${name}
+          ) (builtins.attrNames value)
+        else
+          [ ];
+    in
+    walk "" lokiKeys settings;
 
   # Where Tempo's metrics-generator writes: Prometheus' remote-write receiver.
   prometheusRemoteWriteUrl = ports: "http://${loopback ports.prometheus}/api/v1/write";
@@ -260,6 +471,22 @@ rec {
           serviceMap.datasourceUid = prometheusDatasourceUid;
           nodeGraph.enabled = true;
           search.hide = false;
+          # From a span to its hop's log lines of the same trace: trace_id
+          # is structured metadata in Loki, so the query filters on it
+          # rather than on the line's text (Grafana's built-in query).
+          tracesToLogsV2 = {
+            datasourceUid = lokiDatasourceUid;
+            spanStartTimeShift = "-5m";
+            spanEndTimeShift = "5m";
+            tags = [
+              {
+                key = "service.name";
+                value = "service_name";
+              }
+            ];
+            customQuery = true;
+            query = spanLogs;
+          };
           tracesToMetrics = {
             datasourceUid = prometheusDatasourceUid;
             spanStartTimeShift = "-5m";
@@ -282,6 +509,23 @@ rec {
             ];
           };
         };
+      }
+      {
+        name = "Loki";
+        type = "loki";
+        uid = lokiDatasourceUid;
+        url = "http://${loopback ports.loki}";
+        jsonData.derivedFields = [
+          {
+            # A log line's trace_id (structured metadata) links to its trace.
+            name = "TraceID";
+            matcherType = "label";
+            matcherRegex = "trace_id";
+            url = "$${__value.raw}";
+            datasourceUid = tempoDatasourceUid;
+            urlDisplayLabel = "Open the trace";
+          }
+        ];
       }
     ];
 

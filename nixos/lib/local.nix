@@ -6,7 +6,7 @@
 # Everything listens on 127.0.0.1 on the lab's default ports. State lives in
 # the directory that the launcher exports as TRACING_LAB_STATE, known only at
 # run time: the commands are shell words that leave "$TRACING_LAB_STATE" to
-# the shell, Tempo expands ${TRACING_LAB_STATE} in its settings
+# the shell, Tempo and Loki expand ${TRACING_LAB_STATE} in their settings
 # (-config.expand-env), and Grafana $__env{TRACING_LAB_STATE} in its own.
 let
   inherit (builtins)
@@ -84,6 +84,7 @@ rec {
   processNames = {
     collector = "otel-collector";
     tempo = "tempo";
+    loki = "loki";
     prometheus = "prometheus";
     grafana = "grafana";
     load = "load";
@@ -136,6 +137,12 @@ rec {
       backends.tempoVarTempoSettings { inherit stateDir; }
     );
 
+  # Loki's settings with its state under TRACING_LAB_STATE (for -config.expand-env).
+  lokiSettings = backends.lokiSettings {
+    inherit ports listenAddress;
+    stateDir = "\${${stateVar}}/loki";
+  };
+
   # Grafana's settings; `pluginsDir` is the directory of its installed plugins
   # (null: none). The secret key is a file the launcher creates in Grafana's
   # state directory, its working directory: Grafana cannot nest $__env{} in
@@ -160,9 +167,9 @@ rec {
     };
 
   # The process-compose configuration of one exercise. `bin`: the executables
-  # (microservice, collector, tempo, prometheus, grafana, vegeta, bash);
-  # `files`: the configuration files made from the settings above
-  # (collector, tempo, prometheus, grafana, loadTargets); `grafanaHome`:
+  # (microservice, collector, tempo, loki, prometheus, grafana, vegeta,
+  # bash); `files`: the configuration files made from the settings above
+  # (collector, tempo, loki, prometheus, grafana, loadTargets); `grafanaHome`:
   # Grafana's share/grafana.
   processCompose =
     {
@@ -236,13 +243,28 @@ rec {
             };
           }
           {
+            name = processNames.loki;
+            value = supervised // {
+              command = exec [
+                (shellArg bin.loki)
+                (shellArg "-config.file=${files.loki}")
+                (shellArg "-config.expand-env=true")
+              ];
+              readiness_probe = httpReady ports.loki "/ready";
+            };
+          }
+          {
             name = processNames.collector;
             value = supervised // {
               command = exec [
                 (shellArg bin.collector)
                 (shellArg "--config=${files.collector}")
               ];
-              depends_on = healthy [ processNames.tempo ];
+              # Where it sends traces and logs (metrics: Prometheus, before Tempo).
+              depends_on = healthy [
+                processNames.tempo
+                processNames.loki
+              ];
               # The core distribution has no health_check extension; its own
               # metrics answer once it runs.
               readiness_probe = httpReady topology.fixedPorts.collectorTelemetry "/metrics";
@@ -265,6 +287,7 @@ rec {
               depends_on = healthy [
                 processNames.prometheus
                 processNames.tempo
+                processNames.loki
               ];
               readiness_probe = httpReady ports.grafana "/api/health";
             };

@@ -40,6 +40,7 @@ in
 rec {
   tempoDatasourceUid = "tempo";
   prometheusDatasourceUid = "prometheus";
+  lokiDatasourceUid = "loki";
 
   defaultPorts = {
     grafana = 3000;
@@ -52,6 +53,10 @@ rec {
     prometheus = 9090;
     collectorOtlpGrpc = 4317;
     collectorOtlpHttp = 4318;
+    # Loki's HTTP API (also its OTLP endpoint) and its gRPC server, whose own
+    # default 9095 is Tempo's.
+    loki = 3100;
+    lokiGrpc = 9097;
   };
 
   # Ports that are not options: the collector's own metrics, on its usual
@@ -71,6 +76,8 @@ rec {
     collectorOtlpGrpc = "the collector's OTLP/gRPC receiver (services.tracing-lab.ports.collectorOtlpGrpc)";
     collectorOtlpHttp = "the collector's OTLP/HTTP receiver (services.tracing-lab.ports.collectorOtlpHttp)";
     collectorTelemetry = "the collector's own metrics (scraped by Prometheus)";
+    loki = "Loki's HTTP API (services.tracing-lab.ports.loki)";
+    lokiGrpc = "Loki's gRPC server (services.tracing-lab.ports.lokiGrpc)";
   };
 
   # The baseline exercise's three hops (exercises/baseline.json, which the lab

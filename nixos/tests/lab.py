@@ -108,15 +108,17 @@ entry_url = hops[0]["url"]
 tempo = f"http://127.0.0.1:{ports['tempo']}"
 prometheus = f"http://127.0.0.1:{ports['prometheus']}"
 grafana = f"http://127.0.0.1:{ports['grafana']}"
+loki = f"http://127.0.0.1:{ports['loki']}"
 
-for unit in ["opentelemetry-collector", "tempo", "prometheus", "grafana"] + [h["unit"] for h in hops]:
+for unit in ["opentelemetry-collector", "tempo", "loki", "prometheus", "grafana"] + [h["unit"] for h in hops]:
     machine.wait_for_unit(unit)
 for port in [ports["collectorOtlpGrpc"], ports["collectorOtlpHttp"], ports["tempoOtlpGrpc"], ports["tempoOtlpHttp"]]:
     machine.wait_for_open_port(port, addr="127.0.0.1")
-for port in [ports["tempo"], ports["prometheus"], ports["grafana"]] + [h["port"] for h in hops]:
+for port in [ports["tempo"], ports["loki"], ports["prometheus"], ports["grafana"]] + [h["port"] for h in hops]:
     machine.wait_for_open_port(port, addr="127.0.0.1")
 machine.wait_until_succeeds(curl(f"{tempo}/ready", "--fail"))
 machine.wait_until_succeeds(curl(f"{prometheus}/-/ready", "--fail"))
+machine.wait_until_succeeds(curl(f"{loki}/ready", "--fail"), timeout=180)
 machine.wait_until_succeeds(curl(f"{grafana}/api/health", "--fail"))
 for hop in hops:
     machine.wait_until_succeeds(curl(f"{hop['url']}readyz", "--fail"))
@@ -209,6 +211,71 @@ with subtest("Prometheus has the service graph and the span metrics"):
             return bool(result["data"]["result"])
 
         retry(has_data, 300)
+
+with subtest("the request's log lines are in Loki by its trace id, from every hop"):
+    since_ns = (int(machine.succeed("date +%s")) - 3600) * 10**9
+
+    def log_lines(base: str, service: str) -> list[Any]:
+        result = get_json(
+            f"{base}/loki/api/v1/query_range",
+            "--get",
+            "--data-urlencode",
+            f"query={hop_logs_query(service, trace_id)}",
+            "--data-urlencode",
+            f"start={since_ns}",
+        )
+        return [s for s in result["data"]["result"] if s.get("values")]
+
+    for service in services:
+
+        def lines_of_hop(last_try: bool, service: str = service) -> bool:
+            found = log_lines(loki, service)
+            if last_try:
+                machine.log(f"{hop_logs_query(service, trace_id)}: {found}")
+            return bool(found)
+
+        retry(lines_of_hop, 120)
+    # Grafana's Loki data source reaches the same lines, each with the trace_id
+    # its derived field turns into a Tempo link.
+    streams = log_lines(f"{grafana}/api/datasources/proxy/uid/loki", services[0])
+    assert streams and all(s["stream"].get("trace_id") == trace_id for s in streams), f"via Grafana: {streams}"
+
+with subtest("the hops' metrics are in Prometheus, and exemplars lead to traces"):
+    for query in service_metrics_queries(hops):
+
+        def has_series(last_try: bool, query: str = query) -> bool:
+            request_chain(entry_url)
+            result = get_json(f"{prometheus}/api/v1/query", "--get", "--data-urlencode", f"query={query}")
+            if last_try:
+                machine.log(f"{query}: {result['data']['result']}")
+            return bool(result["data"]["result"])
+
+        retry(has_series, 180)
+
+    datasource = get_json(f"{grafana}/api/datasources/uid/prometheus")
+    label = datasource["jsonData"]["exemplarTraceIdDestinations"][0]["name"]
+    exemplar_ids: list[str] = []
+
+    def exemplars_found(last_try: bool) -> bool:
+        request_chain(entry_url)
+        now = int(machine.succeed("date +%s"))
+        answer = get_json(
+            f"{prometheus}/api/v1/query_exemplars",
+            "--get",
+            "--data-urlencode",
+            f"query={SPAN_METRICS_LATENCY}",
+            "--data-urlencode",
+            f"start={now - 3600}",
+            "--data-urlencode",
+            f"end={now + 60}",
+        )
+        exemplar_ids[:] = exemplar_trace_ids(answer, label)
+        if last_try:
+            machine.log(f"exemplars of {SPAN_METRICS_LATENCY}: {answer}")
+        return bool(exemplar_ids)
+
+    retry(exemplars_found, 180)
+    wait_for_trace_in_tempo(exemplar_ids[-1], bool, "the trace of an exemplar")
 
 with subtest("faults"):
     machine.stop_job("opentelemetry-collector.service")

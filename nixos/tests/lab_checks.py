@@ -31,6 +31,11 @@ SERVICE_GRAPH_FAILED = "traces_service_graph_request_failed_total"
 SPAN_METRICS_CALLS = "traces_spanmetrics_calls_total"
 SPAN_METRICS_LATENCY = "traces_spanmetrics_latency_bucket"
 
+# The hops' own metrics (OTel HTTP semantic conventions) as Prometheus names
+# them after the collector's remote write; service.name becomes `job`.
+SERVER_DURATION = "http_server_request_duration_seconds"
+CLIENT_DURATION = "http_client_request_duration_seconds"
+
 Span = dict[str, Any]
 # A hop as /etc/tracing-lab/lab.json describes it.
 Hop = dict[str, Any]
@@ -68,6 +73,31 @@ def failed_edge_query(client: str, server: str) -> str:
 
 def span_metrics_query(service: str) -> str:
     return f'{SPAN_METRICS_CALLS}{{service="{service}"}}'
+
+
+def hop_logs_query(service: str, trace_id: str) -> str:
+    """LogQL for one hop's log lines of one trace (trace_id: structured metadata)."""
+    return f'{{service_name="{service}"}} | trace_id="{trace_id}"'
+
+
+def service_metrics_queries(hops: list[Hop]) -> list[str]:
+    """The hops' request counts: the server side per hop, the client side per
+    edge (the caller's job, the callee's port)."""
+    ports = {hop["serviceName"]: hop["port"] for hop in hops}
+    return [f'{SERVER_DURATION}_count{{job="{hop["serviceName"]}"}}' for hop in hops] + [
+        f'{CLIENT_DURATION}_count{{job="{client}", server_port="{ports[server]}"}}'
+        for client, server in service_graph_edges(hops)
+    ]
+
+
+def exemplar_trace_ids(answer: dict[str, Any], label: str) -> list[str]:
+    """The trace ids (under `label`) of Prometheus' /api/v1/query_exemplars answer."""
+    return [
+        exemplar["labels"][label]
+        for series in answer.get("data") or []
+        for exemplar in series.get("exemplars", [])
+        if label in exemplar.get("labels", {})
+    ]
 
 
 def callers_of(service: str, hops: list[Hop]) -> list[str]:

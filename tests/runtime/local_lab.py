@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from support import (
+    LOKI_RUNNER,
+    LOKI_VERSION,
     ROOT,
     RUNTIME,
     TEMPO_RUNNER,
@@ -77,11 +79,12 @@ def evaluate(tempo_versions: list[str]) -> dict[str, Any]:
         in {{
           config = p.processCompose.{EXERCISE};
           files = p.files.{EXERCISE};
-          inherit (p.settings) tempo prometheus;
+          inherit (p.settings) tempo prometheus loki;
           collector = p.settings.collector.{EXERCISE};
           bin = {{
             collector = lib.getExe pkgs.${{(import {ROOT}/nixos/lib/local.nix).collectorPackage "{EXERCISE}"}};
             tempo = lib.getExe' tempo "tempo";
+            loki = lib.getExe' pkgs.grafana-loki "loki";
             prometheus = lib.getExe pkgs.prometheus;
             microservice = lib.getExe o.packages.x86_64-linux.microservice;
           }};
@@ -168,11 +171,13 @@ def run(
     if len(hop_processes) != len(hops):
         raise Failure(f"processes {sorted(hop_processes)} run as the chain's services {services}")
     state = scratch / "state"
-    for sub in ("tempo", "prometheus", "grafana"):
+    for sub in ("tempo", "loki", "prometheus", "grafana"):
         (state / sub).mkdir(parents=True)
 
     tempo_file = scratch / "tempo.json"
     tempo_file.write_text(json.dumps(lab["tempo"]))
+    loki_file = scratch / "loki.json"
+    loki_file.write_text(json.dumps(lab["loki"]))
     prometheus_file = scratch / "prometheus.yml"
     prometheus_file.write_text(json.dumps(lab["prometheus"]))
     collector_file = scratch / "collector.json"
@@ -180,11 +185,13 @@ def run(
     replacements = {
         bin_["collector"]: f"{shlex.quote(str(RUNTIME / 'otelcol'))} {OTELCOL_VERSION}",
         bin_["tempo"]: f"{shlex.quote(str(TEMPO_RUNNER))} {tempo_version}",
+        bin_["loki"]: f"{shlex.quote(str(LOKI_RUNNER))} {LOKI_VERSION}",
         bin_["prometheus"]: shlex.quote(prometheus_bin),
         bin_["microservice"]: shlex.quote(str(service_bin)),
     }
     file_replacements = {
         files["tempo"]: str(tempo_file),
+        files["loki"]: str(loki_file),
         files["prometheus"]: str(prometheus_file),
         files["collector"].removeprefix("file:"): str(collector_file),
     }

@@ -37,6 +37,10 @@ __all__ = ["checks"]
 SHARED = ROOT.parent / "shared"
 RUNTIME = SHARED / "lab-runtime"
 TEMPO_RUNNER = RUNTIME / "tempo"
+LOKI_RUNNER = RUNTIME / "loki"
+# The Loki line that runs here; nixpkgs' 3.6-3.7 take the same settings
+# (nixos/lib/backends.nix lokiKeys).
+LOKI_VERSION = "3.4.6"
 CHECK_FLAKE = SHARED / "nix-eval" / "check-flake"
 
 # A microservice binary built beforehand (CI builds it once for both tests);

@@ -38,6 +38,7 @@ in
     ../microservice.nix
     ./collector.nix
     ./tempo.nix
+    ./loki.nix
     ./prometheus.nix
     ./grafana.nix
     ./exercises.nix
@@ -137,6 +138,8 @@ in
       prometheus = portOption "prometheus" "Prometheus";
       collectorOtlpGrpc = portOption "collectorOtlpGrpc" "the collector's OTLP/gRPC receiver";
       collectorOtlpHttp = portOption "collectorOtlpHttp" "the collector's OTLP/HTTP receiver";
+      loki = portOption "loki" "Loki's HTTP API and OTLP endpoint (on loopback)";
+      lokiGrpc = portOption "lokiGrpc" "Loki's gRPC server (on loopback)";
     };
   };
 

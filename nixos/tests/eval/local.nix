@@ -97,6 +97,7 @@ let
       ++ [
         names.collector
         names.tempo
+        names.loki
         names.prometheus
         names.grafana
         names.load
@@ -146,9 +147,10 @@ let
           ${names.prometheus} = ports.prometheus;
           ${names.grafana} = ports.grafana;
           ${names.collector} = ports.collectorTelemetry;
+          ${names.loki} = ports.loki;
         }
         (
-          lib.genAttrs [ names.tempo names.prometheus names.grafana names.collector ] (
+          lib.genAttrs [ names.tempo names.prometheus names.grafana names.collector names.loki ] (
             name: (probe processes.${name}).port or null
           )
         )
@@ -160,8 +162,12 @@ let
       expect "dependencies"
         {
           ${names.tempo} = [ names.prometheus ];
-          ${names.collector} = [ names.tempo ];
+          ${names.collector} = [
+            names.loki
+            names.tempo
+          ];
           ${names.grafana} = [
+            names.loki
             names.prometheus
             names.tempo
           ];

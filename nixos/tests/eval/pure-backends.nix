@@ -13,6 +13,8 @@ let
     prometheus = 19090;
     collectorOtlpGrpc = 14317;
     collectorOtlpHttp = 14318;
+    loki = 13100;
+    lokiGrpc = 19097;
   };
 
   collector = backends.collectorSettings {
@@ -27,6 +29,10 @@ let
   tempo = backends.tempoSettings {
     ports = moved;
     listenAddress = "0.0.0.0";
+    stateDir = "/state";
+  };
+  loki = backends.lokiSettings {
+    ports = moved;
     stateDir = "/state";
   };
   datasources = backends.grafanaDatasources { ports = moved; };
@@ -226,6 +232,108 @@ let
           uid = topology.tempoDatasourceUid;
           url = "http://127.0.0.1:13200";
         }
+        {
+          uid = topology.lokiDatasourceUid;
+          url = "http://127.0.0.1:13100";
+        }
+      ];
+    };
+    "a span links to its hop's log lines of its trace, by structured metadata" = {
+      actual = {
+        inherit (tempoJson.tracesToLogsV2) datasourceUid tags query;
+      };
+      expected = {
+        datasourceUid = topology.lokiDatasourceUid;
+        tags = [
+          {
+            key = "service.name";
+            value = "service_name";
+          }
+        ];
+        # $$ is a literal $ in a provisioning file.
+        query = "{$${__tags}} | trace_id=\"$${__span.traceId}\"";
+      };
+    };
+    "a log line's trace_id links to the Tempo data source" = {
+      actual = map (field: {
+        inherit (field) matcherType matcherRegex datasourceUid;
+      }) (datasource "loki").jsonData.derivedFields;
+      expected = [
+        {
+          matcherType = "label";
+          matcherRegex = "trace_id";
+          datasourceUid = topology.tempoDatasourceUid;
+        }
+      ];
+    };
+    "the collector sends logs to Loki's OTLP endpoint, metrics to remote write" = {
+      actual = {
+        logs = map (e: collector.exporters.${e}.endpoint) collector.service.pipelines.logs.exporters;
+        metrics = map (e: collector.exporters.${e}.endpoint) collector.service.pipelines.metrics.exporters;
+        traces = collector.service.pipelines.traces.exporters;
+      };
+      expected = {
+        logs = [ "http://127.0.0.1:13100/otlp" ];
+        metrics = [ "http://127.0.0.1:19090/api/v1/write" ];
+        traces = [ "otlp_grpc" ];
+      };
+    };
+    "Loki listens on loopback by default, gRPC always" = {
+      actual = loki.server;
+      expected = {
+        http_listen_address = "127.0.0.1";
+        http_listen_port = 13100;
+        grpc_listen_address = "127.0.0.1";
+        grpc_listen_port = 19097;
+        log_level = "warn";
+      };
+    };
+    "Loki keeps its state under stateDir" = {
+      actual = [
+        loki.common.path_prefix
+        loki.common.storage.filesystem.chunks_directory
+        loki.compactor.working_directory
+      ];
+      expected = [
+        "/state"
+        "/state/chunks"
+        "/state/compactor"
+      ];
+    };
+    "Loki: TSDB, schema v13, structured metadata, compactor retention" = {
+      actual = {
+        inherit (builtins.head loki.schema_config.configs) store schema object_store;
+        inherit (loki.limits_config) allow_structured_metadata retention_period;
+        inherit (loki.compactor) retention_enabled;
+      };
+      expected = {
+        store = "tsdb";
+        schema = "v13";
+        object_store = "filesystem";
+        allow_structured_metadata = true;
+        retention_period = "72h";
+        retention_enabled = true;
+      };
+    };
+    "Loki settings use only keys both 3.4 and 3.6-3.7 accept" = {
+      actual = backends.lokiUnknownKeys loki;
+      expected = [ ];
+    };
+    "a Loki key outside the known ones is named, also inside a list" = {
+      actual = backends.lokiUnknownKeys (
+        loki
+        // {
+          limits_config = loki.limits_config // {
+            volume_enabled = true;
+          };
+          schema_config.configs = [ { row_shards = 16; } ];
+          ui.enabled = true;
+        }
+      );
+      expected = [
+        "limits_config.volume_enabled"
+        "schema_config.configs.row_shards"
+        "ui"
       ];
     };
     "Tempo's data source links its metrics to the Prometheus data source" = {

@@ -8,6 +8,7 @@ let
     microservice = "/bin/microservice";
     collector = "/bin/otelcol";
     tempo = "/bin/tempo";
+    loki = "/bin/loki";
     prometheus = "/bin/prometheus";
     grafana = "/bin/grafana";
     vegeta = "/bin/vegeta";
@@ -16,6 +17,7 @@ let
   files = {
     collector = "file:/etc/otelcol.yaml";
     tempo = "/etc/tempo.yaml";
+    loki = "/etc/loki.yaml";
     prometheus = "/etc/prometheus.yml";
     grafana = "/etc/grafana.ini";
     loadTargets = "/etc/targets";
@@ -40,6 +42,7 @@ let
       expected = [
         "grafana"
         "load"
+        "loki"
         "microservice-1"
         "microservice-2"
         "microservice-3"
@@ -63,6 +66,18 @@ let
           "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318"
         ];
       };
+    };
+    "Loki keeps its state in the state directory, expanded by Loki" = {
+      actual = [
+        baseline.processes.loki.command
+        local.lokiSettings.common.path_prefix
+        baseline.processes.loki.readiness_probe.http_get.port
+      ];
+      expected = [
+        "exec '/bin/loki' '-config.file=/etc/loki.yaml' '-config.expand-env=true'"
+        "\${TRACING_LAB_STATE}/loki"
+        3100
+      ];
     };
     "Prometheus keeps its data in the state directory, expanded by the shell" = {
       actual = baseline.processes.prometheus.command;

@@ -208,6 +208,25 @@ let
         entryUrl = null;
       };
     };
+    "a hop on Loki's ports is refused, naming Loki" = {
+      actual =
+        (topology.chain {
+          hops = [
+            {
+              name = "a";
+              port = 3100;
+            }
+            {
+              name = "b";
+              port = 9097;
+            }
+          ];
+        }).errors;
+      expected = [
+        "hop `a` is on port 3100, which Loki's HTTP API (services.tracing-lab.ports.loki) takes"
+        "hop `b` is on port 9097, which Loki's gRPC server (services.tracing-lab.ports.lokiGrpc) takes"
+      ];
+    };
     "a moved Tempo gRPC port frees 9095 and takes the new one" = {
       actual =
         (topology.chain {
@@ -275,6 +294,8 @@ let
         collectorOtlpGrpc = 4317;
         collectorOtlpHttp = 4318;
         collectorTelemetry = 8888;
+        loki = 3100;
+        lokiGrpc = 9097;
       };
     };
 
