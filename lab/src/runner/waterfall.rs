@@ -180,7 +180,9 @@ pub fn render_with_logs(
             line.push_str(&paint(RED, &text));
         }
         let _ = writeln!(out, "{line}");
-        for log_line in log_lines::lines_under(span, logs, &indent, !kids.is_empty(), style) {
+        let log_indent = format!("{}{indent}", " ".repeat(TREE_COLUMN));
+        let colour = style == Style::Colour;
+        for log_line in log_lines::lines_under(span, logs, &log_indent, !kids.is_empty(), colour) {
             let _ = writeln!(out, "{log_line}");
         }
 
