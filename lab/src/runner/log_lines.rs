@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use super::waterfall::{Style, TREE_COLUMN};
 use crate::receiver::{ReceivedLog, ReceivedSpan};
 
 const RESET: &str = "\x1b[0m";
@@ -59,22 +58,19 @@ impl LogBook {
     }
 }
 
-/// The lines under `span`'s line: one per record written in it, indented
-/// as its children would be (`indent`), with the tree's line going on
-/// when it has children.
+/// The lines under `span`'s line: one per record written in it. `indent`
+/// is what its children's lines have in front of their branch (the blank
+/// duration and bar columns, then the tree), and the tree's line goes on
+/// when it has children. `colour`: ANSI colours for a terminal.
 pub fn lines_under(
     span: &ReceivedSpan,
     logs: &[ReceivedLog],
     indent: &str,
     has_children: bool,
-    style: Style,
+    colour: bool,
 ) -> Vec<String> {
     let span_id = span.span_id();
-    let tree = format!(
-        "{}{indent}{}",
-        " ".repeat(TREE_COLUMN),
-        if has_children { "│  " } else { "   " }
-    );
+    let tree = format!("{indent}{}", if has_children { "│  " } else { "   " });
     logs.iter()
         .filter(|log| log.span_id() == span_id)
         .map(|log| {
@@ -87,14 +83,15 @@ pub fn lines_under(
                     .unwrap_or_default();
                 let _ = write!(text, " {}={value}", attribute.key);
             }
-            let colour = if matches!(log.severity(), "WARN" | "ERROR") {
+            let paint = if matches!(log.severity(), "WARN" | "ERROR") {
                 RED
             } else {
                 DIM
             };
-            match style {
-                Style::Colour => format!("{DIM}{tree}{RESET}{colour}{text}{RESET}"),
-                Style::Plain => format!("{tree}{text}"),
+            if colour {
+                format!("{DIM}{tree}{RESET}{paint}{text}{RESET}")
+            } else {
+                format!("{tree}{text}")
             }
         })
         .collect()
@@ -139,16 +136,10 @@ mod tests {
             log(2, 5, "elsewhere", "INFO"),
             log(1, 9, "request failed", "WARN"),
         ];
-        let lines = lines_under(&server, &logs, "", true, Style::Plain);
+        let lines = lines_under(&server, &logs, "    ", true, false);
         assert_eq!(lines.len(), 1, "{lines:#?}");
-        assert_eq!(
-            lines[0],
-            format!(
-                "{}│  · WARN request failed status=502",
-                " ".repeat(TREE_COLUMN)
-            )
-        );
-        let leaf = lines_under(&server, &logs, "│  ", false, Style::Plain);
+        assert_eq!(lines[0], "    │  · WARN request failed status=502");
+        let leaf = lines_under(&server, &logs, "│  ", false, false);
         assert!(
             leaf[0].ends_with("│     · WARN request failed status=502"),
             "{leaf:#?}"

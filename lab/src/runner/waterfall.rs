@@ -195,7 +195,11 @@ pub fn render_with(
             );
         }
         if !is_context {
-            for log_line in log_lines::lines_under(span, logs, &indent, !kids.is_empty(), style) {
+            let log_indent = format!("{}{indent}", " ".repeat(TREE_COLUMN));
+            let colour = style == Style::Colour;
+            for log_line in
+                log_lines::lines_under(span, logs, &log_indent, !kids.is_empty(), colour)
+            {
                 let _ = writeln!(out, "{log_line}");
             }
         }
