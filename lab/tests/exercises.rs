@@ -139,4 +139,6 @@ exercises! {
     sampling_independent: "sampling-independent",
     baggage: "baggage",
     tail_sampling: "tail-sampling",
+    tail_sampling_scaled: "tail-sampling-scaled",
+    tail_sampling_scaled_by_service: "tail-sampling-scaled-by-service",
 }

@@ -37,6 +37,7 @@ in
   imports = [
     ../microservice.nix
     ./collector.nix
+    ./collector-tiers.nix
     ./tempo.nix
     ./prometheus.nix
     ./grafana.nix
