@@ -59,14 +59,17 @@ let
     # Nothing is scraped: Tempo writes its metrics through remote write.
     prometheus = { };
     collector = lib.genAttrs exercises.names local.collectorSettings;
+    samplers = lib.genAttrs exercises.names (
+      exercise: lib.mapAttrs (_: sampler: sampler.settings) (local.samplers exercise)
+    );
   };
 
   collectorPackage = exercise: pkgs.${local.collectorPackage exercise};
   # `otelcol validate` checks each file at build time, as the module has it done.
   collectorConfig =
-    exercise:
-    runCommandLocal "tracing-lab-otelcol-${exercise}.yaml"
-      { generated = json.generate "otelcol-${exercise}.yaml" settings.collector.${exercise}; }
+    exercise: name: value:
+    runCommandLocal "tracing-lab-${name}-${exercise}.yaml"
+      { generated = json.generate "${name}-${exercise}.yaml" value; }
       ''
         cp $generated $out
         ${lib.getExe (collectorPackage exercise)} validate --config=file:$out
@@ -74,7 +77,10 @@ let
 
   # The configuration files, by exercise.
   files = lib.genAttrs exercises.names (exercise: {
-    collector = "file:${collectorConfig exercise}";
+    collector = "file:${collectorConfig exercise "otelcol" settings.collector.${exercise}}";
+    samplers = lib.mapAttrs (
+      name: value: "file:${collectorConfig exercise name value}"
+    ) settings.samplers.${exercise};
     tempo = "${json.generate "tempo.yaml" settings.tempo}";
     prometheus = "${json.generate "prometheus.yml" settings.prometheus}";
     grafana = "${(formats.ini { }).generate "grafana.ini" settings.grafana}";
@@ -119,6 +125,11 @@ let
           in
           lib.concatMapStrings (hop: "${toString hop.port} ${hop.serviceName}\n") summary.hops
           + lib.concatStrings (lib.mapAttrsToList (name: port: "${toString port} ${name}\n") summary.ports)
+          + lib.concatStrings (
+            lib.mapAttrsToList (
+              name: s: "${toString s.sampler.otlpGrpc} ${name}\n${toString s.sampler.telemetry} ${name}\n"
+            ) (local.samplers exercise)
+          )
         );
       }
     ]) exercises.names

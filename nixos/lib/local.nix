@@ -21,6 +21,7 @@ let
   topology = import ./topology.nix;
   backends = import ./backends.nix;
   exercises = import ./exercises.nix;
+  tiers = import ./collector-tiers.nix;
 
   optionalAttrs = cond: attrs: if cond then attrs else { };
 
@@ -108,12 +109,38 @@ rec {
       else
         lab;
 
+  # With tail sampling scaled out (./collector-tiers.nix), the first tier.
   collectorSettings =
     exercise:
-    backends.collectorSettings {
+    let
+      ex = exercises.byName.${exercise};
+    in
+    tiers.receiverSettings {
       inherit ports;
-      tailSampling = backends.exerciseTailSampling exercises.byName.${exercise};
+      tailSampling = backends.exerciseTailSampling ex;
+      replicas = tiers.exerciseReplicas ex;
+      routingKey = tiers.exerciseRoutingKey ex;
     };
+
+  # The second tier's collectors of a scaled-out exercise, by process name
+  # ({ } for the others): { sampler; settings; }.
+  samplers =
+    exercise:
+    let
+      ex = exercises.byName.${exercise};
+    in
+    listToAttrs (
+      map (sampler: {
+        name = "otel-sampler-${toString sampler.index}";
+        value = {
+          inherit sampler;
+          settings = tiers.samplerSettings {
+            inherit ports sampler;
+            tailSampling = backends.exerciseTailSampling ex;
+          };
+        };
+      }) (tiers.samplers (tiers.exerciseReplicas ex))
+    );
 
   # The collector distribution (nixpkgs attribute name) the exercise needs.
   collectorPackage =
@@ -157,7 +184,8 @@ rec {
   # The process-compose configuration of one exercise. `bin`: the executables
   # (microservice, collector, tempo, prometheus, grafana, vegeta, bash);
   # `files`: the configuration files made from the settings above
-  # (collector, tempo, prometheus, grafana, loadTargets); `grafanaHome`:
+  # (collector, tempo, prometheus, grafana, loadTargets; `samplers`, by
+  # process name, for an exercise that scales tail sampling out); `grafanaHome`:
   # Grafana's share/grafana.
   processCompose =
     {
@@ -170,6 +198,7 @@ rec {
     let
       lab = chain exercise;
       hops = lab.summary.hops;
+      samplerNames = attrNames (samplers exercise);
       entry = head hops;
       instanceEnv =
         hop:
@@ -237,7 +266,7 @@ rec {
                 (shellArg bin.collector)
                 (shellArg "--config=${files.collector}")
               ];
-              depends_on = healthy [ processNames.tempo ];
+              depends_on = healthy ([ processNames.tempo ] ++ samplerNames);
               # The core distribution has no health_check extension; its own
               # metrics answer once it runs.
               readiness_probe = httpReady topology.fixedPorts.collectorTelemetry "/metrics";
@@ -281,6 +310,17 @@ rec {
           }
         ]
         ++ map hopProcess hops
+        ++ map (name: {
+          inherit name;
+          value = supervised // {
+            command = exec [
+              (shellArg bin.collector)
+              (shellArg "--config=${files.samplers.${name}}")
+            ];
+            depends_on = healthy [ processNames.tempo ];
+            readiness_probe = httpReady (samplers exercise).${name}.sampler.telemetry "/metrics";
+          };
+        }) samplerNames
       );
     };
 }

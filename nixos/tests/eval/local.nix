@@ -45,6 +45,8 @@ let
       collector,
       tempo,
       grafana,
+      # Tail sampling scaled out: the second tier's settings, by process.
+      samplers ? { },
     }:
     let
       lab = local.chain exercise;
@@ -101,6 +103,7 @@ let
         names.grafana
         names.load
       ]
+      ++ lib.attrNames samplers
     )) (lib.sort lib.lessThan (lib.attrNames processes))
     ++
       expect "collector receivers"
@@ -109,8 +112,18 @@ let
           "${loopback}:${toString ports.collectorOtlpHttp}"
         ]
         [ receivers.grpc.endpoint receivers.http.endpoint ]
-    ++ expect "collector exports to Tempo's OTLP/gRPC receiver" tempoReceivers.grpc.endpoint (
-      collector.exporters.otlp.endpoint
+    ++ (
+      if samplers == { } then
+        expect "collector exports to Tempo's OTLP/gRPC receiver" tempoReceivers.grpc.endpoint (
+          collector.exporters.otlp.endpoint
+        )
+      else
+        expect "the first tier routes to the samplers' receivers" (lib.mapAttrsToList (
+          _: sampler: sampler.receivers.otlp.protocols.grpc.endpoint
+        ) samplers) collector.exporters.loadbalancing.resolver.static.hostnames
+        ++ expect "the samplers export to Tempo's OTLP/gRPC receiver" (lib.mapAttrs (
+          _: _: tempoReceivers.grpc.endpoint
+        ) samplers) (lib.mapAttrs (_: sampler: sampler.exporters.otlp.endpoint) samplers)
     )
     ++
       expect "Tempo's OTLP receivers"
@@ -160,7 +173,7 @@ let
       expect "dependencies"
         {
           ${names.tempo} = [ names.prometheus ];
-          ${names.collector} = [ names.tempo ];
+          ${names.collector} = lib.sort lib.lessThan ([ names.tempo ] ++ lib.attrNames samplers);
           ${names.grafana} = [
             names.prometheus
             names.tempo
@@ -186,6 +199,7 @@ let
     inherit exercise;
     config = package.processCompose.${exercise};
     collector = package.settings.collector.${exercise};
+    samplers = package.settings.samplers.${exercise};
     inherit (package.settings) tempo grafana;
   };
 
