@@ -38,6 +38,8 @@ in
 // lib.mapAttrs' (name: s: lib.nameValuePair "vm:${name}" (collectorOf s.configuration)) vm.specialisation
 // samplersOf "vm:${vm.services.tracing-lab.exercise}" vm
 // lib.concatMapAttrs (name: s: samplersOf "vm:${name}" s.configuration) vm.specialisation
+// lib.concatMapAttrs (name: lib.mapAttrs' (process: lib.nameValuePair "local:${name}:${process}"))
+  o.packages.x86_64-linux.lab-local.passthru.settings.samplers
 // lib.mapAttrs' (name: settings: lib.nameValuePair "local:${name}" settings) local
 """
 
