@@ -170,13 +170,13 @@ impl Exercise {
 
     /// What the runner cannot play: it has one in-process receiver, so it
     /// samples whole traces, as routing by trace id gives. Routing by
-    /// anything else cuts traces in the NixOS lab only.
+    /// anything else cuts traces in the Nix labs only.
     pub fn runner_differs(&self) -> Option<String> {
         let collector = self.collector.as_ref()?;
         let key = collector.routing_key.as_deref()?;
         (collector.replicas.unwrap_or(1) > 1 && key != "traceID").then(|| {
             format!(
-                "This runner samples whole traces, as routing by trace id would: the traces cut by routing by `{key}` show only in the NixOS lab."
+                "This runner samples whole traces, as routing by trace id would: the traces cut by routing by `{key}` show only in the Nix labs (`nix run`, `nix run .#local`)."
             )
         })
     }

@@ -57,7 +57,7 @@ from support import (
 OTELCOL = RUNTIME / "otelcol"
 OTELCOL_VERSION = "0.156.0"
 TEMPO_VERSION = "2.10.8"
-READY_TIMEOUT = 60
+READY_TIMEOUT = 120  # as nixos_lab.py: Tempo is slow to start on a loaded machine
 # The samplers wait `decision_wait` (5 s) after a trace's first span; the rest
 # is batching, export and Tempo's ingestion, under load.
 SETTLE_TIMEOUT = 60
