@@ -30,6 +30,8 @@ in
 
   eval-local = import ../nixos/tests/eval/local.nix { inherit pkgs; };
 
+  eval-collector-tiers = import ../nixos/tests/eval/collector-tiers.nix { inherit pkgs nixosSystem; };
+
   # The pure eval tests (no nixpkgs needed, also run by .ci/nix-checks): the
   # chain corpus, the wiring logic, the backends' settings, the local lab.
   eval-pure =
@@ -38,6 +40,7 @@ in
       ../nixos/tests/eval/pure-topology.nix
       ../nixos/tests/eval/pure-backends.nix
       ../nixos/tests/eval/pure-local.nix
+      ../nixos/tests/eval/pure-collector-tiers.nix
     ];
     pkgs.writeText "eval-pure" "Every pure eval test held when this check was evaluated.\n";
 

@@ -65,14 +65,23 @@ let
         collectorVersion = (collectorPackage exercise).version;
       }
     );
+    samplers = lib.genAttrs exercises.names (
+      exercise:
+      lib.mapAttrs (_: sampler: sampler.settings) (
+        local.samplers {
+          inherit exercise;
+          collectorVersion = (collectorPackage exercise).version;
+        }
+      )
+    );
   };
 
   collectorPackage = exercise: pkgs.${local.collectorPackage exercise};
   # `otelcol validate` checks each file at build time, as the module has it done.
   collectorConfig =
-    exercise:
-    runCommandLocal "tracing-lab-otelcol-${exercise}.yaml"
-      { generated = json.generate "otelcol-${exercise}.yaml" settings.collector.${exercise}; }
+    exercise: name: value:
+    runCommandLocal "tracing-lab-${name}-${exercise}.yaml"
+      { generated = json.generate "${name}-${exercise}.yaml" value; }
       ''
         cp $generated $out
         ${lib.getExe (collectorPackage exercise)} validate --config=file:$out
@@ -80,7 +89,10 @@ let
 
   # The configuration files, by exercise.
   files = lib.genAttrs exercises.names (exercise: {
-    collector = "file:${collectorConfig exercise}";
+    collector = "file:${collectorConfig exercise "otelcol" settings.collector.${exercise}}";
+    samplers = lib.mapAttrs (
+      name: value: "file:${collectorConfig exercise name value}"
+    ) settings.samplers.${exercise};
     tempo = "${json.generate "tempo.yaml" settings.tempo}";
     loki = "${json.generate "loki.yaml" settings.loki}";
     prometheus = "${json.generate "prometheus.yml" settings.prometheus}";
@@ -127,6 +139,11 @@ let
           in
           lib.concatMapStrings (hop: "${toString hop.port} ${hop.serviceName}\n") summary.hops
           + lib.concatStrings (lib.mapAttrsToList (name: port: "${toString port} ${name}\n") summary.ports)
+          + lib.concatStrings (
+            lib.mapAttrsToList (
+              name: sampler: "${toString sampler.otlpGrpc} ${name}\n${toString sampler.telemetry} ${name}\n"
+            ) (local.samplerProcesses exercise)
+          )
         );
       }
     ]) exercises.names

@@ -7,8 +7,10 @@
 //!   `answer`, see [`Guide`]): printed when it starts, and rendered into
 //!   docs/exercises.md by [`doc`];
 //! - `variants`: a second way to run it, `<name>-<variant>`, as per-hop
-//!   settings over the base chain (`{"hops": {"<hop>": {"callMode": …}}}`);
-//! - `collector`: processors the collector needs (`tail_sampling`);
+//!   settings over the base chain (`{"hops": {"<hop>": {"callMode": …}}}`),
+//!   and `collector` keys over the base's;
+//! - `collector`: processors the collector needs (`tail_sampling`), and how
+//!   many collectors share it (`replicas`, `routing_key`);
 //! - `terminal`: what the runner prints besides the spans, by default
 //!   (`attributes`: a `--attributes` list; `logs`: the spans' log events);
 //! - `signature`: what the traces of its requests must show, checked by
@@ -47,7 +49,7 @@ struct ExerciseFile {
     #[serde(default)]
     variants: BTreeMap<String, VariantFile>,
     #[serde(default)]
-    collector: Option<Collector>,
+    collector: Option<Map<String, Value>>,
     #[serde(default)]
     terminal: TerminalFile,
     // The guide's fields, flat in the file (serde's `flatten` does not
@@ -81,6 +83,9 @@ struct VariantFile {
     summary: String,
     /// Per hop name, the settings that differ from the base chain.
     hops: BTreeMap<String, Map<String, Value>>,
+    /// Collector settings that differ from the base's, key by key.
+    #[serde(default)]
+    collector: Option<Map<String, Value>>,
     /// When the variant's traces differ from the base's.
     #[serde(default)]
     signature: Option<Signature>,
@@ -146,6 +151,30 @@ pub struct LookAt {
 #[serde(deny_unknown_fields)]
 pub struct Collector {
     pub tail_sampling: Option<Value>,
+    /// Tail-sampling collectors behind a first tier that routes (the NixOS
+    /// lab's `services.tracing-lab.collector.tailSampling.replicas`).
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// What the first tier routes spans by: `traceID` (the default) or `service`.
+    #[serde(default)]
+    pub routing_key: Option<String>,
+}
+
+impl Collector {
+    fn from_settings(settings: Map<String, Value>) -> anyhow::Result<Self> {
+        let collector: Self =
+            serde_json::from_value(Value::Object(settings)).context("collector")?;
+        match collector.routing_key.as_deref() {
+            None | Some("traceID" | "service") => {}
+            Some(other) => anyhow::bail!(
+                "collector.routing_key `{other}`: the lab routes by `traceID` or `service`"
+            ),
+        }
+        if collector.replicas == Some(0) {
+            anyhow::bail!("collector.replicas must be 1 or more");
+        }
+        Ok(collector)
+    }
 }
 
 /// One runnable exercise: a file, or a variant of one.
@@ -175,6 +204,19 @@ impl Exercise {
             .map(TailSampling::from_settings)
             .transpose()
             .with_context(|| format!("exercise {}", self.name))
+    }
+
+    /// What the runner cannot play: it has one in-process receiver, so it
+    /// samples whole traces, as routing by trace id gives. Routing by
+    /// anything else cuts traces in the Nix labs only.
+    pub fn runner_differs(&self) -> Option<String> {
+        let collector = self.collector.as_ref()?;
+        let key = collector.routing_key.as_deref()?;
+        (collector.replicas.unwrap_or(1) > 1 && key != "traceID").then(|| {
+            format!(
+                "This runner samples whole traces, as routing by trace id would: the traces cut by routing by `{key}` show only in the Nix labs (`nix run`, `nix run .#local`)."
+            )
+        })
     }
 }
 
@@ -214,6 +256,14 @@ fn read(path: &Path, name: &str) -> anyhow::Result<Vec<Exercise>> {
     let file: ExerciseFile = serde_json::from_str(&text)?;
     let guide = file.guide();
     let terminal = file.terminal.check()?;
+    let collector = |over: Option<&Map<String, Value>>| -> anyhow::Result<Option<Collector>> {
+        let mut settings = file.collector.clone();
+        if let Some(over) = over {
+            let base = settings.get_or_insert_with(Map::new);
+            base.extend(over.clone());
+        }
+        settings.map(Collector::from_settings).transpose()
+    };
     let mut exercises = vec![Exercise {
         name: name.to_string(),
         order: (file.order, 0),
@@ -222,7 +272,7 @@ fn read(path: &Path, name: &str) -> anyhow::Result<Vec<Exercise>> {
         guide: guide.clone(),
         base: name.to_string(),
         topology: topology(file.hops.clone())?,
-        collector: file.collector.clone(),
+        collector: collector(None)?,
         terminal: terminal.clone(),
         signature: file.signature.clone(),
     }];
@@ -237,7 +287,8 @@ fn read(path: &Path, name: &str) -> anyhow::Result<Vec<Exercise>> {
             guide: guide.clone(),
             base: name.to_string(),
             topology: topology(hops).with_context(|| format!("variant `{variant}`"))?,
-            collector: file.collector.clone(),
+            collector: collector(settings.collector.as_ref())
+                .with_context(|| format!("variant `{variant}`"))?,
             terminal: terminal.clone(),
             signature: settings.signature.unwrap_or_else(|| file.signature.clone()),
         });
@@ -303,6 +354,8 @@ mod tests {
                 "tail-sampling",
                 "logs",
                 "exemplars",
+                "tail-sampling-scaled",
+                "tail-sampling-scaled-by-service",
             ]
         );
         for exercise in &exercises {
@@ -324,6 +377,39 @@ mod tests {
         let mut expected = parallel.topology.hops.clone();
         expected[0].call_mode = crate::chain_file::CallMode::Sequential;
         assert_eq!(sequential.topology.hops, expected);
+    }
+
+    #[test]
+    fn a_variant_lays_its_collector_keys_over_the_base() {
+        let by_trace = find(&directory(), "tail-sampling-scaled").unwrap();
+        let by_service = find(&directory(), "tail-sampling-scaled-by-service").unwrap();
+        let (base, over) = (
+            by_trace.collector.clone().unwrap(),
+            by_service.collector.clone().unwrap(),
+        );
+        assert_eq!(
+            (base.replicas, base.routing_key.as_deref()),
+            (Some(2), Some("traceID"))
+        );
+        assert_eq!(
+            (over.replicas, over.routing_key.as_deref()),
+            (Some(2), Some("service"))
+        );
+        assert_eq!(base.tail_sampling, over.tail_sampling);
+        assert_eq!(by_trace.runner_differs(), None);
+        assert!(by_service.runner_differs().unwrap().contains("`service`"));
+    }
+
+    #[test]
+    fn a_collector_routing_by_what_the_lab_cannot_is_refused() {
+        let mut settings = Map::new();
+        settings.insert("routing_key".into(), "resource".into());
+        let error = Collector::from_settings(settings).unwrap_err();
+        assert!(error.to_string().contains("`resource`"), "{error}");
+        let mut settings = Map::new();
+        settings.insert("replicas".into(), 0.into());
+        let error = Collector::from_settings(settings).unwrap_err();
+        assert!(error.to_string().contains("replicas"), "{error}");
     }
 
     #[test]

@@ -141,4 +141,6 @@ exercises! {
     tail_sampling: "tail-sampling",
     logs: "logs",
     exemplars: "exemplars",
+    tail_sampling_scaled: "tail-sampling-scaled",
+    tail_sampling_scaled_by_service: "tail-sampling-scaled-by-service",
 }

@@ -73,6 +73,8 @@ let
           title = "${exercise.title} (${variantName})";
           inherit (settings) summary;
           hops = withSettings "exercises/${file}, variant `${variantName}`" exercise.hops settings.hops;
+          # A variant may change the collector's settings too, key by key.
+          collector = base.collector // (settings.collector or { });
           variant = variantName;
         };
     in

@@ -15,12 +15,14 @@ let
     head
     listToAttrs
     map
+    mapAttrs
     replaceStrings
     ;
 
   topology = import ./topology.nix;
   backends = import ./backends.nix;
   exercises = import ./exercises.nix;
+  tiers = import ./collector-tiers.nix;
 
   optionalAttrs = cond: attrs: if cond then attrs else { };
 
@@ -109,17 +111,46 @@ rec {
       else
         lab;
 
+  # With tail sampling scaled out (./collector-tiers.nix), the first tier.
   # `collectorVersion`: the version of the collector package that runs it.
   collectorSettings =
     { exercise, collectorVersion }:
-    backends.collectorSettings {
+    let
+      ex = exercises.byName.${exercise};
+    in
+    tiers.receiverSettings {
       inherit ports collectorVersion;
-      tailSampling = backends.exerciseTailSampling exercises.byName.${exercise};
+      tailSampling = backends.exerciseTailSampling ex;
+      replicas = tiers.exerciseReplicas ex;
+      routingKey = tiers.exerciseRoutingKey ex;
     };
 
   # Prometheus' configuration file: it scrapes the collector's own metrics,
   # as in the VM; the rest arrives by remote write.
   prometheusSettings.scrape_configs = backends.prometheusScrapeConfigs;
+
+  # The second tier's collectors of a scaled-out exercise, by process name
+  # ({ } for the others): each one's ports (collector-tiers.nix's sampler).
+  samplerProcesses =
+    exercise:
+    listToAttrs (
+      map (sampler: {
+        name = "otel-sampler-${toString sampler.index}";
+        value = sampler;
+      }) (tiers.samplers (tiers.exerciseReplicas exercises.byName.${exercise}))
+    );
+
+  # Those collectors with their settings, for the collector of `collectorVersion`:
+  # { sampler; settings; } by process name.
+  samplers =
+    { exercise, collectorVersion }:
+    mapAttrs (_: sampler: {
+      inherit sampler;
+      settings = tiers.samplerSettings {
+        inherit ports sampler collectorVersion;
+        tailSampling = backends.exerciseTailSampling exercises.byName.${exercise};
+      };
+    }) (samplerProcesses exercise);
 
   # The collector distribution (nixpkgs attribute name) the exercise needs.
   collectorPackage =
@@ -169,7 +200,8 @@ rec {
   # The process-compose configuration of one exercise. `bin`: the executables
   # (microservice, collector, tempo, loki, prometheus, grafana, vegeta,
   # bash); `files`: the configuration files made from the settings above
-  # (collector, tempo, loki, prometheus, grafana, loadTargets); `grafanaHome`:
+  # (collector, tempo, loki, prometheus, grafana, loadTargets; `samplers`, by
+  # process name, for an exercise that scales tail sampling out); `grafanaHome`:
   # Grafana's share/grafana.
   processCompose =
     {
@@ -182,6 +214,7 @@ rec {
     let
       lab = chain exercise;
       hops = lab.summary.hops;
+      samplerNames = attrNames (samplerProcesses exercise);
       entry = head hops;
       instanceEnv =
         hop:
@@ -261,10 +294,13 @@ rec {
                 (shellArg "--config=${files.collector}")
               ];
               # Where it sends traces and logs (metrics: Prometheus, before Tempo).
-              depends_on = healthy [
-                processNames.tempo
-                processNames.loki
-              ];
+              depends_on = healthy (
+                [
+                  processNames.tempo
+                  processNames.loki
+                ]
+                ++ samplerNames
+              );
               # The core distribution has no health_check extension; its own
               # metrics answer once it runs.
               readiness_probe = httpReady topology.fixedPorts.collectorTelemetry "/metrics";
@@ -309,6 +345,17 @@ rec {
           }
         ]
         ++ map hopProcess hops
+        ++ map (name: {
+          inherit name;
+          value = supervised // {
+            command = exec [
+              (shellArg bin.collector)
+              (shellArg "--config=${files.samplers.${name}}")
+            ];
+            depends_on = healthy [ processNames.tempo ];
+            readiness_probe = httpReady (samplerProcesses exercise).${name}.telemetry "/metrics";
+          };
+        }) samplerNames
       );
     };
 }

@@ -2,8 +2,9 @@
 """`otelcol validate` on every collector configuration the lab generates.
 
 The configurations come from the flake's evaluation: the lab VM's own (the
-exercise it boots into), each exercise's specialisation, and `nix run .#local`'s
-one per exercise. Each distinct configuration is validated by a real collector;
+exercise it boots into), each exercise's specialisation (with tail sampling
+scaled out, its second tier's collectors too), and `nix run .#local`'s one per
+exercise. Each distinct configuration is validated by a real collector;
 a rejected one fails the run, naming every place that uses it. Two broken
 variants of the VM's own (an unknown processor key, a pipeline naming a missing
 exporter) must be rejected too, so that a validator that accepts anything cannot
@@ -29,9 +30,16 @@ let
   vm = o.nixosConfigurations.lab.config;
   collectorOf = cfg: cfg.services.opentelemetry-collector.settings;
   local = o.packages.x86_64-linux.lab-local.passthru.settings.collector;
+  # Tail sampling scaled out: the second tier's collectors, by unit.
+  samplersOf = where: cfg: lib.mapAttrs' (unit: lib.nameValuePair "${where}:${unit}")
+    cfg.services.tracing-lab.collector.tailSampling.samplerSettings;
 in
 { "vm:${vm.services.tracing-lab.exercise}" = collectorOf vm; }
 // lib.mapAttrs' (name: s: lib.nameValuePair "vm:${name}" (collectorOf s.configuration)) vm.specialisation
+// samplersOf "vm:${vm.services.tracing-lab.exercise}" vm
+// lib.concatMapAttrs (name: s: samplersOf "vm:${name}" s.configuration) vm.specialisation
+// lib.concatMapAttrs (name: lib.mapAttrs' (process: lib.nameValuePair "local:${name}:${process}"))
+  o.packages.x86_64-linux.lab-local.passthru.settings.samplers
 // lib.mapAttrs' (name: settings: lib.nameValuePair "local:${name}" settings) local
 """
 

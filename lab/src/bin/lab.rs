@@ -144,6 +144,7 @@ fn guide(exercise: &lab::exercises::Exercise) -> String {
         paragraphs.push(format!("Do: {action}"));
     }
     paragraphs.push(format!("Look at: {}", guide.look_at.terminal));
+    paragraphs.extend(exercise.runner_differs());
     paragraphs.push(format!("You should see: {}", guide.see));
     paragraphs.push(format!("Question: {}", guide.question));
     paragraphs.push(format!(

@@ -37,6 +37,7 @@ in
   imports = [
     ../microservice.nix
     ./collector.nix
+    ./collector-tiers.nix
     ./tempo.nix
     ./loki.nix
     ./prometheus.nix

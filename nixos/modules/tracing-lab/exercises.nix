@@ -143,6 +143,9 @@ in
           exercise = lib.mkForce name;
           # An exercise brings its chain, also over a chain of the user's own.
           chain = lib.mkOverride 90 exercises.byName.${name}.hops;
+          collector.tailSampling.replicas = lib.mkOverride 90 (
+            (import ../../lib/collector-tiers.nix).exerciseReplicas exercises.byName.${name}
+          );
         };
       })
     );

@@ -45,6 +45,8 @@ let
       collector,
       tempo,
       grafana,
+      # Tail sampling scaled out: the second tier's settings, by process.
+      samplers ? { },
     }:
     let
       lab = local.chain exercise;
@@ -102,6 +104,7 @@ let
         names.grafana
         names.load
       ]
+      ++ lib.attrNames samplers
     )) (lib.sort lib.lessThan (lib.attrNames processes))
     ++
       expect "collector receivers"
@@ -110,8 +113,24 @@ let
           "${loopback}:${toString ports.collectorOtlpHttp}"
         ]
         [ receivers.grpc.endpoint receivers.http.endpoint ]
-    ++ expect "collector exports to Tempo's OTLP/gRPC receiver" tempoReceivers.grpc.endpoint (
-      collector.exporters.${lib.head collector.service.pipelines.traces.exporters}.endpoint or null
+    ++ (
+      if samplers == { } then
+        expect "collector exports to Tempo's OTLP/gRPC receiver" tempoReceivers.grpc.endpoint (
+          collector.exporters.${lib.head collector.service.pipelines.traces.exporters}.endpoint or null
+        )
+      else
+        expect "the first tier routes to the samplers' receivers" (lib.mapAttrsToList (
+          _: sampler: sampler.receivers.otlp.protocols.grpc.endpoint
+        ) samplers) collector.exporters.loadbalancing.resolver.static.hostnames
+        ++
+          expect "the samplers export to Tempo's OTLP/gRPC receiver"
+            (lib.mapAttrs (_: _: tempoReceivers.grpc.endpoint) samplers)
+            (
+              lib.mapAttrs (
+                _: sampler:
+                sampler.exporters.${lib.head sampler.service.pipelines.traces.exporters}.endpoint or null
+              ) samplers
+            )
     )
     ++
       expect "Tempo's OTLP receivers"
@@ -162,10 +181,7 @@ let
       expect "dependencies"
         {
           ${names.tempo} = [ names.prometheus ];
-          ${names.collector} = [
-            names.loki
-            names.tempo
-          ];
+          ${names.collector} = lib.sort lib.lessThan ([ names.tempo ] ++ lib.attrNames samplers);
           ${names.grafana} = [
             names.loki
             names.prometheus
@@ -192,6 +208,7 @@ let
     inherit exercise;
     config = package.processCompose.${exercise};
     collector = package.settings.collector.${exercise};
+    samplers = package.settings.samplers.${exercise};
     inherit (package.settings) tempo grafana;
   };
 

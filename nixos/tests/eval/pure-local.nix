@@ -127,6 +127,57 @@ let
         "opentelemetry-collector-contrib"
       ];
     };
+    "tail sampling scaled out: a first tier in front of a process per sampler" = {
+      actual =
+        let
+          config = local.processCompose {
+            exercise = "tail-sampling-scaled";
+            inherit bin;
+            files = files // {
+              samplers = {
+                otel-sampler-1 = "file:/etc/s1.yaml";
+                otel-sampler-2 = "file:/etc/s2.yaml";
+              };
+            };
+            grafanaHome = "/share/grafana";
+          };
+        in
+        {
+          firstTierWaitsFor = builtins.attrNames config.processes.otel-collector.depends_on;
+          sampler2 = {
+            inherit (config.processes.otel-sampler-2) command;
+            ready = config.processes.otel-sampler-2.readiness_probe.http_get.port;
+          };
+          routes =
+            (local.collectorSettings {
+              exercise = "tail-sampling-scaled-by-service";
+              collectorVersion = "0.156.0";
+            }).exporters.loadbalancing.routing_key;
+          samplers = builtins.attrNames (
+            local.samplers {
+              exercise = "tail-sampling-scaled";
+              collectorVersion = "0.156.0";
+            }
+          );
+        };
+      expected = {
+        firstTierWaitsFor = [
+          "loki"
+          "otel-sampler-1"
+          "otel-sampler-2"
+          "tempo"
+        ];
+        sampler2 = {
+          command = "exec '/bin/otelcol' '--config=file:/etc/s2.yaml'";
+          ready = 8890;
+        };
+        routes = "service";
+        samplers = [
+          "otel-sampler-1"
+          "otel-sampler-2"
+        ];
+      };
+    };
     "an unknown exercise is an error" = {
       actual = (builtins.tryEval (builtins.deepSeq (configOf "no-such-exercise") true)).success;
       expected = false;
