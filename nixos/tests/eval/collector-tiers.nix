@@ -51,9 +51,10 @@ let
       expected = {
         package = "otelcol-contrib";
         units = [ "opentelemetry-collector" ] ++ samplerUnits;
+        # Loki's wait comes from ./loki.nix (the collector's logs go there).
         firstTierWaits = [
-          (map (unit: "${unit}.service") samplerUnits)
-          (map (unit: "${unit}.service") samplerUnits)
+          (map (unit: "${unit}.service") samplerUnits ++ [ "loki.service" ])
+          (map (unit: "${unit}.service") samplerUnits ++ [ "loki.service" ])
         ];
         assertions = [ ];
       };
@@ -66,7 +67,7 @@ let
     "scaled: every sampler decides with the exercise's policies and sends to Tempo" = {
       actual = map (unit: {
         inherit (samplerSettings.${unit}.processors) tail_sampling;
-        tempo = samplerSettings.${unit}.exporters.otlp.endpoint;
+        tempo = samplerSettings.${unit}.exporters.otlp_grpc.endpoint;
       }) samplerUnits;
       expected = lib.replicate 2 {
         tail_sampling = exercises.byName.tail-sampling-scaled.collector.tail_sampling;
@@ -120,6 +121,7 @@ let
       expected = {
         settings = backends.collectorSettings {
           inherit (scaled.services.tracing-lab) ports;
+          collectorVersion = scaled.services.opentelemetry-collector.package.version;
           tailSampling = exercises.byName.tail-sampling-scaled.collector.tail_sampling;
         };
         samplers = { };

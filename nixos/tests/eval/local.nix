@@ -181,7 +181,13 @@ let
       expect "dependencies"
         {
           ${names.tempo} = [ names.prometheus ];
-          ${names.collector} = lib.sort lib.lessThan ([ names.tempo ] ++ lib.attrNames samplers);
+          ${names.collector} = lib.sort lib.lessThan (
+            [
+              names.tempo
+              names.loki
+            ]
+            ++ lib.attrNames samplers
+          );
           ${names.grafana} = [
             names.loki
             names.prometheus

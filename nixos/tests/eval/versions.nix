@@ -293,6 +293,10 @@ let
           newer.config.services.opentelemetry-collector.settings;
       expected = [
         "0.156's settings: collector 0.143.0 has no exporters type `otlp_grpc` (exporters otlp_grpc)"
+        "0.156's settings: collector 0.143.0 has no exporters type `otlp_http` (exporters otlp_http/loki)"
+        "0.156's settings: collector 0.143.0 has no exporters type `prometheus_remote_write` (exporters prometheus_remote_write/prometheus)"
+        "0.156's settings: collector 0.143.0 has no exporters type `otlp_http` (service.pipelines.logs.exporters otlp_http/loki)"
+        "0.156's settings: collector 0.143.0 has no exporters type `prometheus_remote_write` (service.pipelines.metrics.exporters prometheus_remote_write/prometheus)"
         "0.156's settings: collector 0.143.0 has no exporters type `otlp_grpc` (service.pipelines.traces.exporters otlp_grpc)"
       ];
     };
