@@ -45,6 +45,10 @@ struct ExerciseFile {
     variants: BTreeMap<String, VariantFile>,
     #[serde(default)]
     collector: Option<Collector>,
+    /// Multi-host only: the `tc` queueing discipline the NixOS lab puts on
+    /// a hop's machine (nixos/modules/tracing-lab/netem.nix).
+    #[serde(default, rename = "netem")]
+    _netem: Option<serde::de::IgnoredAny>,
     // The guide's fields, flat in the file (serde's `flatten` does not
     // combine with `deny_unknown_fields`).
     setup: String,
@@ -260,6 +264,7 @@ mod tests {
                 "sampling-independent",
                 "baggage",
                 "tail-sampling",
+                "network",
             ]
         );
         for exercise in &exercises {

@@ -206,6 +206,24 @@ rec {
   # a leaf). The first hop is the entry: it listens on `listenAddress`, the
   # others on loopback only.
   #
+  # The lab of services.tracing-lab's values (`cfg`), as every module of it
+  # wires it.
+  chainOf =
+    cfg:
+    chain {
+      hops = cfg.chain;
+      inherit (cfg)
+        ports
+        listenAddress
+        grafanaUrl
+        otlpProtocol
+        hostName
+        hosts
+        backendsHost
+        interface
+        ;
+    };
+
   # Across machines (docs/multi-host.md): a hop runs on its `host`, or on
   # `backendsHost` (the machine with the collector and the other backends)
   # without one; `hostName` is this machine, and only its hops become
@@ -277,13 +295,12 @@ rec {
           [ ];
       known = filter (name: byName ? ${name});
       url = hop: "http://127.0.0.1:${toString hop.port}/";
-      # hop's URL as `from` calls it: over loopback on its own machine.
-      urlFrom =
-        from: hop:
-        if hostOf from == hostOf hop then
-          url hop
-        else
-          "http://${toString (addressOf (hostOf hop))}:${toString hop.port}/";
+      # A hop another machine calls listens on its host's address, and its
+      # callers on its own machine call it there too; the rest on loopback.
+      # Without an address (an error below) loopback keeps the rest evaluable.
+      listensAfar = hop: calledFromAfar hop && addressOf (hostOf hop) != null;
+      hopUrl =
+        hop: if listensAfar hop then "http://${addressOf (hostOf hop)}:${toString hop.port}/" else url hop;
 
       callErrors =
         i: hop:
@@ -444,13 +461,12 @@ rec {
           host =
             if i == 0 then
               listenAddress
-            # Without an address (an error above) loopback keeps the rest evaluable.
-            else if calledFromAfar hop && addressOf (hostOf hop) != null then
+            else if listensAfar hop then
               addressOf (hostOf hop)
             else
               "127.0.0.1";
           inherit (hop) port;
-          externalCallUrls = map (name: urlFrom hop byName.${name}) (known (callsOf i hop));
+          externalCallUrls = map (name: hopUrl byName.${name}) (known (callsOf i hop));
           otlpEndpoint = otlpEndpoint (
             {
               protocol = otlpProtocol;
@@ -506,11 +522,8 @@ rec {
             entry = i == 0;
             serviceName = serviceName hop.name;
             unit = "${serviceName hop.name}.service";
-            url =
-              if isLocal hop then
-                url hop
-              else
-                "http://${toString (addressOf (hostOf hop))}:${toString hop.port}/";
+            # Where it listens: loopback is this machine's only for its own hops.
+            url = hopUrl hop;
             calledServices = map serviceName (known (callsOf i hop));
           }
         ) hs;

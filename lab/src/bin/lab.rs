@@ -71,7 +71,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let exercises_dir = lab::exercises::directory();
     if args.list_exercises {
         for exercise in lab::exercises::all(&exercises_dir)? {
-            println!("{:<22} {}", exercise.name, exercise.summary);
+            // Listed all the same, so that the NixOS lab's name is known here.
+            let note = if exercise.topology.is_multi_host() {
+                " (multi-host: the NixOS lab only)"
+            } else {
+                ""
+            };
+            println!("{:<22} {}{note}", exercise.name, exercise.summary);
         }
         return Ok(());
     }
