@@ -405,11 +405,17 @@ rec {
         )
         (map (
           hop:
-          message "noCollectorAddress" {
-            hop = hop.name;
-            host = hostLabel (hostOf hop);
-            backends = hostLabel backendsHost;
-          }
+          if backendsHost == null then
+            message "noBackendsHost" {
+              hop = hop.name;
+              host = hostLabel (hostOf hop);
+            }
+          else
+            message "noCollectorAddress" {
+              hop = hop.name;
+              host = hostLabel (hostOf hop);
+              backends = backendsHost;
+            }
         ) (if knownHost backendsHost && collectorAddress == null then exportingAfar else [ ]))
         (map (
           hop:
