@@ -18,6 +18,18 @@ let
     lib.optional (value != null && !(cfg.hosts ? ${value}))
       "services.tracing-lab.${option}: `${value}` is not one of services.tracing-lab.hosts (${lib.concatStringsSep ", " hostNames})";
 
+  # Spread over machines, but this one does not say which it is: it would
+  # run nothing, silently.
+  placed = lib.filter (hop: hop.host != null) cfg.chain;
+  nameless =
+    lib.optional (cfg.hostName == null && (cfg.backendsHost != null || placed != [ ]))
+      "services.tracing-lab.hostName: not set, but the lab is spread over machines (${
+        if placed != [ ] then
+          "hop `${(lib.head placed).name}` runs on host `${(lib.head placed).host}`"
+        else
+          "services.tracing-lab.backendsHost is `${cfg.backendsHost}`"
+      }): say which of services.tracing-lab.hosts this machine is";
+
   collectorPort = topology.collectorPort {
     protocol = cfg.otlpProtocol;
     inherit (cfg) ports;
@@ -107,7 +119,7 @@ in
         assertions = map (message: {
           assertion = false;
           inherit message;
-        }) (unlisted "hostName" cfg.hostName ++ unlisted "backendsHost" cfg.backendsHost);
+        }) (unlisted "hostName" cfg.hostName ++ unlisted "backendsHost" cfg.backendsHost ++ nameless);
       }
 
       # The collector takes spans from the other machines on its address there.

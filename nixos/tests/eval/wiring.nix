@@ -368,6 +368,12 @@ let
         "services.tracing-lab.hostName: `hop4` is not one of services.tracing-lab.hosts (backends, hop1, hop2, hop3)"
       ];
     };
+    "refused: a machine of a lab spread over several that does not say which it is" = {
+      actual = failedAssertions (acrossHosts null { });
+      expected = [
+        "services.tracing-lab.hostName: not set, but the lab is spread over machines (hop `1` runs on host `hop1`): say which of services.tracing-lab.hosts this machine is"
+      ];
+    };
     "the network exercise is no specialisation: it needs machines of its own" = {
       actual = lib.elem "network" (lib.attrNames lab.specialisation);
       expected = false;
