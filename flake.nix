@@ -77,6 +77,11 @@
                   program = lib.getExe self.checks.${system}.lab.driverInteractive;
                   meta.description = "The lab's VM test in the interactive test driver";
                 };
+                lab-multi-host = {
+                  type = "app";
+                  program = lib.getExe self.checks.${system}.lab-multi-host.driverInteractive;
+                  meta.description = "The lab over four machines in the interactive test driver";
+                };
               }
             )
           );

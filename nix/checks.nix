@@ -24,6 +24,9 @@ in
 {
   lab = import ../nixos/tests/lab.nix { inherit pkgs; };
 
+  # The lab over four machines (docs/multi-host.md).
+  lab-multi-host = import ../nixos/tests/lab-multi-host.nix { inherit pkgs; };
+
   eval-wiring = import ../nixos/tests/eval/wiring.nix { inherit pkgs nixosSystem; };
 
   eval-versions = import ../nixos/tests/eval/versions.nix { inherit pkgs nixosSystem; };

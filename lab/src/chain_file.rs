@@ -51,7 +51,7 @@ pub struct ChainFile {
 // setting. schema/chain.schema.json is generated from it, and the NixOS
 // modules build their options from that file. A setting with `x-env` is
 // passed to the service as it is (numbers as JSON numbers, strings as they
-// are, null left out); `name`, `port` and `calls` wire the chain.
+// are, null left out); `name`, `host`, `port` and `calls` wire the chain.
 /// One hop of the chain: one instance of the microservice.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -69,6 +69,13 @@ pub struct HopSpec {
     #[serde(default)]
     #[schemars(extend("x-env" = "DESCRIPTION"))]
     pub description: Option<String>,
+    /// The machine the hop runs on: a name of the NixOS lab's
+    /// `services.tracing-lab.hosts`. null: the lab's own machine (the one
+    /// that runs the backends). The lab runner and the local lab run every
+    /// hop on one machine and refuse a chain that names a host.
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub host: Option<String>,
     /// Port the hop listens on. 0 (the lab runner only): any free port; the
     /// NixOS lab needs a port on each hop.
     #[serde(default)]
@@ -229,6 +236,29 @@ impl Topology {
         ChainFile::parse(DEFAULT_CHAIN)?.check()
     }
 
+    /// Refuses a chain that names a host: `runner` runs every hop on this
+    /// machine, and a hop meant for another one would silently run here.
+    pub fn on_one_machine(&self, runner: &str) -> anyhow::Result<()> {
+        let problems: Vec<String> = self
+            .hops
+            .iter()
+            .filter_map(|hop| {
+                let host = hop.host.as_deref()?;
+                Some(messages::format(
+                    "hostOnOneMachine",
+                    &[("hop", &hop.name), ("host", host), ("runner", runner)],
+                ))
+            })
+            .collect();
+        anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
+        Ok(())
+    }
+
+    /// Whether a hop names a host: the chain is for the multi-host lab.
+    pub fn is_multi_host(&self) -> bool {
+        self.hops.iter().any(|hop| hop.host.is_some())
+    }
+
     /// `service.name` (and the unit name in the VM) of hop `index`.
     pub fn service_name(&self, index: usize) -> String {
         service_name(&self.hops[index].name)
@@ -348,6 +378,21 @@ pub(crate) mod tests {
             .collect();
         cases.sort_by(|a, b| a.0.cmp(&b.0));
         cases
+    }
+
+    #[test]
+    fn one_machine_refuses_a_hop_on_a_host_naming_both() {
+        let chain = check(include_str!("../../tests/chains/hosts-one-port.json")).unwrap();
+        assert!(chain.is_multi_host());
+        let error = format!("{:#}", chain.on_one_machine("the lab runner").unwrap_err());
+        assert_eq!(error.lines().count(), 2, "{error}");
+        assert!(
+            error.starts_with("hop `a` runs on host `hop1`, but the lab runner runs every hop"),
+            "{error}"
+        );
+        let here = Topology::default_chain().unwrap();
+        assert!(!here.is_multi_host());
+        here.on_one_machine("the lab runner").unwrap();
     }
 
     #[test]

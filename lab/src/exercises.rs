@@ -52,6 +52,10 @@ struct ExerciseFile {
     collector: Option<Map<String, Value>>,
     #[serde(default)]
     terminal: TerminalFile,
+    /// Multi-host only: the `tc` queueing discipline the NixOS lab puts on
+    /// a hop's machine (nixos/modules/tracing-lab/netem.nix).
+    #[serde(default, rename = "netem")]
+    _netem: Option<serde::de::IgnoredAny>,
     // The guide's fields, flat in the file (serde's `flatten` does not
     // combine with `deny_unknown_fields`).
     setup: String,
@@ -356,6 +360,7 @@ mod tests {
                 "exemplars",
                 "tail-sampling-scaled",
                 "tail-sampling-scaled-by-service",
+                "network",
             ]
         );
         for exercise in &exercises {

@@ -83,6 +83,7 @@ rec {
       );
 
   namePattern = properties.name.pattern;
+  hostPattern = properties.host.pattern;
 
   # The settings of `values` (a hop with its defaults) outside their
   # bounds, as messages.

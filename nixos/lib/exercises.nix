@@ -2,7 +2,8 @@
 # (the files the lab runner reads too, see lab/src/exercises.rs) and each of
 # its variants, by name:
 #
-#   { baseline = { name; order; title; summary; lookFor; hops; collector; }; ...
+#   { baseline = { name; order; title; summary; lookFor; hops; collector;
+#       multiHost; netem; }; ...
 #     fan-out-sequential = { ...; variant = "sequential"; }; }
 #
 # A variant is its file's chain with per-hop settings laid over it. Builtins
@@ -60,6 +61,9 @@ let
           ]
         );
         collector = exercise.collector or { };
+        # A hop that names its machine makes the exercise multi-host only.
+        multiHost = builtins.any (hop: (hop.host or null) != null) exercise.hops;
+        netem = exercise.netem or null;
         variant = null;
       };
       variant =
@@ -94,5 +98,9 @@ in
     }) all
   );
 
-  names = map (exercise: exercise.name) ordered;
+  # Those that run on one machine: the VM's specialisations, the local lab's.
+  names = map (exercise: exercise.name) (filter (exercise: !exercise.multiHost) ordered);
+
+  # Every one, also those whose hops name machines (docs/multi-host.md).
+  allNames = map (exercise: exercise.name) ordered;
 }

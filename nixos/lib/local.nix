@@ -12,6 +12,7 @@ let
   inherit (builtins)
     attrNames
     concatStringsSep
+    filter
     head
     listToAttrs
     map
@@ -106,7 +107,19 @@ rec {
           inherit ports listenAddress;
         };
       in
-      if lab.errors != [ ] then
+      # Its hops would all run here, over loopback: refused, as the lab runner does.
+      if exercises.byName.${exercise}.multiHost then
+        let
+          placed = head (filter (hop: (hop.host or null) != null) exercises.byName.${exercise}.hops);
+        in
+        throw "tracing-lab: exercise `${exercise}`: ${
+          (import ./chain-schema.nix).message "hostOnOneMachine" {
+            hop = placed.name;
+            inherit (placed) host;
+            runner = "the local lab";
+          }
+        }"
+      else if lab.errors != [ ] then
         throw "tracing-lab: exercise `${exercise}`: ${concatStringsSep "; " lab.errors}"
       else
         lab;

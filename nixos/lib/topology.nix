@@ -140,11 +140,21 @@ rec {
   # The collector endpoint an instance exports to, in the form the OTLP SDK expects
   # (for http/protobuf the base URL; the SDK appends /v1/traces).
   otlpEndpoint =
+    {
+      protocol,
+      ports,
+      address ? "127.0.0.1",
+    }:
+    "http://${address}:${
+      toString (collectorPort {
+        inherit protocol ports;
+      })
+    }";
+
+  # The collector's OTLP receiver port for `protocol`.
+  collectorPort =
     { protocol, ports }:
-    let
-      port = if protocol == "grpc" then ports.collectorOtlpGrpc else ports.collectorOtlpHttp;
-    in
-    "http://127.0.0.1:${toString port}";
+    if protocol == "grpc" then ports.collectorOtlpGrpc else ports.collectorOtlpHttp;
 
   # The environment of one instance, from the values of its NixOS options:
   # where it listens and exports, whom it calls, and each hop setting the
@@ -203,10 +213,36 @@ rec {
   # a leaf). The first hop is the entry: it listens on `listenAddress`, the
   # others on loopback only.
   #
-  # Returns { errors; instances; summary; }: `errors` lists what is wrong with
-  # the hops (the lab turns them into assertions), `instances` fits
-  # services.microservice.instances, and `summary` is the lab's description as
-  # written to /etc/tracing-lab/lab.json (the VM test reads it).
+  # The lab of services.tracing-lab's values (`cfg`), as every module of it
+  # wires it.
+  chainOf =
+    cfg:
+    chain {
+      hops = cfg.chain;
+      inherit (cfg)
+        ports
+        listenAddress
+        grafanaUrl
+        otlpProtocol
+        hostName
+        hosts
+        backendsHost
+        interface
+        ;
+    };
+
+  # Across machines (docs/multi-host.md): a hop runs on its `host`, or on
+  # `backendsHost` (the machine with the collector and the other backends)
+  # without one; `hostName` is this machine, and only its hops become
+  # instances. A call to a hop on another host goes to that host's address
+  # (`hosts.<name>.address`), spans from another host to the collector's.
+  # With none of these set (the default) every hop runs here, as before.
+  #
+  # Returns { errors; instances; summary; crossHost; }: `errors` lists what
+  # is wrong with the hops (the lab turns them into assertions), `instances`
+  # fits services.microservice.instances, `summary` is the lab's description
+  # as written to /etc/tracing-lab/lab.json (the VM test reads it), and
+  # `crossHost` what must be reachable from other machines.
   chain =
     {
       hops,
@@ -214,11 +250,37 @@ rec {
       listenAddress ? "127.0.0.1",
       grafanaUrl ? "http://localhost:${toString ports.grafana}",
       otlpProtocol ? "http/protobuf",
+      hosts ? { },
+      hostName ? null,
+      backendsHost ? null,
+      interface ? null,
     }:
     let
       hs = map (hop: hopDefaults // hop) hops;
+
+      # Where each hop runs, and how another machine reaches a host.
+      hostOf = hop: if hop.host != null then hop.host else backendsHost;
+      isLocal = hop: hostOf hop == hostName;
+      addressOf = host: if host == null then null else (hosts.${host} or { }).address or null;
+      hostLabel = host: if host == null then "(services.tracing-lab.backendsHost)" else host;
+      # Every call as { caller; callee; } hops, known callees only.
+      allCalls = concatLists (
+        imap0 (
+          i: hop:
+          map (name: {
+            caller = hop;
+            callee = byName.${name};
+          }) (known (callsOf i hop))
+        ) hs
+      );
+      acrossHosts = filter (call: hostOf call.caller != hostOf call.callee) allCalls;
+      # Hops another machine calls: they listen on their host's address.
+      calledFromAfar = hop: builtins.any (call: call.callee.name == hop.name) acrossHosts;
+      collectorAddress = addressOf backendsHost;
+      # Hops whose spans travel to the collector on another machine.
+      exportingAfar = filter (hop: hostOf hop != backendsHost) hs;
       names = map (hop: hop.name) hs;
-      hopPorts = map (hop: hop.port) hs;
+      hopPlaces = map (hop: { inherit (hop) host port; }) hs;
       # Each port a lab component takes, with who takes it.
       componentPorts = map (name: {
         port = (ports // fixedPorts).${name};
@@ -240,6 +302,12 @@ rec {
           [ ];
       known = filter (name: byName ? ${name});
       url = hop: "http://127.0.0.1:${toString hop.port}/";
+      # A hop another machine calls listens on its host's address, and its
+      # callers on its own machine call it there too; the rest on loopback.
+      # Without an address (an error below) loopback keeps the rest evaluable.
+      listensAfar = hop: calledFromAfar hop && addressOf (hostOf hop) != null;
+      hopUrl =
+        hop: if listensAfar hop then "http://${addressOf (hostOf hop)}:${toString hop.port}/" else url hop;
 
       callErrors =
         i: hop:
@@ -276,16 +344,40 @@ rec {
             pattern = chainSchema.namePattern;
           }
         ) (filter (name: match chainSchema.namePattern name == null) names))
-        # Port 0 (any free port, for the lab runner) is never a clash.
         (map (
-          port:
-          message "duplicatePort" {
-            port = toString port;
-            hops = chainSchema.hopList ", " (map (hop: hop.name) (filter (hop: hop.port == port) hs));
+          hop:
+          message "badHost" {
+            hop = hop.name;
+            inherit (hop) host;
+            pattern = chainSchema.hostPattern;
           }
-        ) (duplicates (filter (port: port != 0) hopPorts)))
+        ) (filter (hop: hop.host != null && match chainSchema.hostPattern hop.host == null) hs))
+        # A port clashes only on one machine; port 0 (any free port, for the
+        # lab runner) never.
+        (map (
+          taken:
+          let
+            onIt = chainSchema.hopList ", " (
+              map (hop: hop.name) (filter (hop: hop.port == taken.port && hop.host == taken.host) hs)
+            );
+          in
+          if taken.host == null then
+            message "duplicatePort" {
+              port = toString taken.port;
+              hops = onIt;
+            }
+          else
+            message "duplicatePortOnHost" {
+              port = toString taken.port;
+              inherit (taken) host;
+              hops = onIt;
+            }
+        ) (duplicates (filter (taken: taken.port != 0) hopPlaces)))
+        # The components run on the backends' machine only.
         (concatLists (
-          map (hop: map (portClash hop) (filter (taken: taken.port == hop.port) componentPorts)) hs
+          map (hop: map (portClash hop) (filter (taken: taken.port == hop.port) componentPorts)) (
+            filter (hop: hostOf hop == backendsHost) hs
+          )
         ))
         (concatMap chainSchema.boundProblems hs)
         (concatMap (
@@ -293,7 +385,55 @@ rec {
         ) hs)
         (concatLists (imap0 callErrors hs))
         (optional (cycle != null) (message "cycle" { cycle = chainSchema.hopList " → " cycle; }))
+        # The NixOS lab's own, across machines: after the lab runner's.
+        hostErrors
       ];
+
+      hostErrors = concatLists [
+        (map (
+          hop:
+          message "unknownHost" {
+            hop = hop.name;
+            inherit (hop) host;
+          }
+        ) (filter (hop: hop.host != null && !(hosts ? ${hop.host})) hs))
+        (map
+          (
+            call:
+            message "noAddress" {
+              hop = call.callee.name;
+              host = hostLabel (hostOf call.callee);
+              caller = hostLabel (hostOf call.caller);
+            }
+          )
+          (
+            filter (call: knownHost (hostOf call.callee) && addressOf (hostOf call.callee) == null) acrossHosts
+          )
+        )
+        (map (
+          hop:
+          if backendsHost == null then
+            message "noBackendsHost" {
+              hop = hop.name;
+              host = hostLabel (hostOf hop);
+            }
+          else
+            message "noCollectorAddress" {
+              hop = hop.name;
+              host = hostLabel (hostOf hop);
+              backends = backendsHost;
+            }
+        ) (if knownHost backendsHost && collectorAddress == null then exportingAfar else [ ]))
+        (map (
+          hop:
+          message "noInterface" {
+            hop = hop.name;
+            host = hostLabel (hostOf hop);
+          }
+        ) (if interface == null then filter calledFromAfar hs else [ ]))
+      ];
+      # A host the other messages can talk about: unlisted ones have their own.
+      knownHost = host: host == null || hosts ? ${host};
 
       # The first cycle of calls, as the hop names along it (first one last
       # again), or null. Depth-first from each hop; a path never exceeds the
@@ -331,13 +471,22 @@ rec {
         # The hop's settings as they are: the instance options carry the same names.
         builtins.intersectAttrs chainSchema.variables hop
         // {
-          host = if i == 0 then listenAddress else "127.0.0.1";
+          host =
+            if i == 0 then
+              listenAddress
+            else if listensAfar hop then
+              addressOf (hostOf hop)
+            else
+              "127.0.0.1";
           inherit (hop) port;
-          externalCallUrls = map (name: url byName.${name}) (known (callsOf i hop));
-          otlpEndpoint = otlpEndpoint {
-            protocol = otlpProtocol;
-            inherit ports;
-          };
+          externalCallUrls = map (name: hopUrl byName.${name}) (known (callsOf i hop));
+          otlpEndpoint = otlpEndpoint (
+            {
+              protocol = otlpProtocol;
+              inherit ports;
+            }
+            // optionalAttrs (hostOf hop != backendsHost) { address = collectorAddress; }
+          );
           inherit otlpProtocol;
           traceLink = traceLink grafanaUrl;
           # Export every second rather than every five: spans show up while you look.
@@ -348,11 +497,28 @@ rec {
       inherit errors;
 
       instances = listToAttrs (
-        imap0 (i: hop: {
-          inherit (hop) name;
-          value = instance i hop;
-        }) hs
+        filter (entry: entry != null) (
+          imap0 (
+            i: hop:
+            if isLocal hop then
+              {
+                inherit (hop) name;
+                value = instance i hop;
+              }
+            else
+              null
+          ) hs
+        )
       );
+
+      # What other machines reach here: the ports of this machine's hops
+      # that a hop elsewhere calls, and whether the collector (when it is
+      # here) gets spans from elsewhere.
+      crossHost = {
+        hopPorts = map (hop: hop.port) (filter (hop: isLocal hop && calledFromAfar hop) hs);
+        collector = exportingAfar != [ ] && backendsHost == hostName;
+        inherit collectorAddress;
+      };
 
       summary = {
         # Each hop in the shape of the `chain` option (so the file is also a
@@ -360,13 +526,17 @@ rec {
         # spelled out, plus what the hop becomes on this system.
         hops = imap0 (
           i: hop:
-          builtins.intersectAttrs chainSchema.properties hop
+          # `host` only where it is set: a single machine's lab.json is as before.
+          builtins.removeAttrs (builtins.intersectAttrs chainSchema.properties hop) (
+            optional (hop.host == null) "host"
+          )
           // {
             calls = known (callsOf i hop);
             entry = i == 0;
             serviceName = serviceName hop.name;
             unit = "${serviceName hop.name}.service";
-            url = url hop;
+            # Where it listens: loopback is this machine's only for its own hops.
+            url = hopUrl hop;
             calledServices = map serviceName (known (callsOf i hop));
           }
         ) hs;

@@ -54,6 +54,7 @@ pub async fn server_span<E: Endpoint>(
     }
     let method = request.method().as_str().to_owned();
     let (server_address, server_port) = server_address(&request);
+    let peer = request.remote_addr().as_socket_addr().copied();
     let span = tracing::info_span!(
         "HTTP request",
         otel.name = format!("{method} {route}"),
@@ -64,7 +65,11 @@ pub async fn server_span<E: Endpoint>(
         url.scheme = "http",
         server.address = server_address.as_str(),
         server.port = server_port.map(i64::from),
-        client.address = request.remote_addr().as_socket_addr().map(|a| a.ip().to_string()),
+        client.address = peer.map(|a| a.ip().to_string()),
+        // The other end of the connection: across machines, the caller's
+        // host (client.address would name the original client behind a proxy).
+        network.peer.address = peer.map(|a| a.ip().to_string()),
+        network.peer.port = peer.map(|a| i64::from(a.port())),
         user_agent.original = request.header(USER_AGENT),
         network.protocol.version = http_version(&request),
         http.response.status_code = Empty,

@@ -70,6 +70,12 @@ async fn a_three_hop_request_makes_one_linked_trace() {
         // Numbers stay numbers, so that TraceQL can compare them.
         assert_eq!(server.int_attr("http.response.status_code"), Some(200));
         assert_eq!(server.int_attr("server.port"), port.parse().ok());
+        // The caller's end of the connection: loopback here.
+        assert_eq!(
+            server.attr("network.peer.address").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert!(server.int_attr("network.peer.port").is_some_and(|p| p > 0));
         let user_agent = server.attr("user_agent.original").unwrap_or_default();
         if i == 0 {
             assert_eq!(user_agent, "lab-test/1");

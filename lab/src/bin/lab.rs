@@ -80,7 +80,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let exercises_dir = lab::exercises::directory();
     if args.list_exercises {
         for exercise in lab::exercises::all(&exercises_dir)? {
-            println!("{:<22} {}", exercise.name, exercise.summary);
+            // Listed all the same, so that the NixOS lab's name is known here.
+            let note = if exercise.topology.is_multi_host() {
+                " (multi-host: the NixOS lab only)"
+            } else {
+                ""
+            };
+            println!("{:<22} {}{note}", exercise.name, exercise.summary);
         }
         return Ok(());
     }
@@ -99,6 +105,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         (None, None) => (Topology::default_chain()?, "the default chain".to_string()),
     };
+    // Hops meant for other machines would run here, over loopback.
+    chain.on_one_machine("the lab runner")?;
     let binary = lab::service_binary::locate(args.service_bin, "lab")?;
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let attributes = Attributes::new(args.attributes.unwrap_or(shown), &chain);

@@ -27,13 +27,38 @@ pub(super) fn problems(hops: &[HopSpec]) -> Vec<String> {
             problems.push(format("badName", &[("hop", name), ("pattern", &pattern)]));
         }
     }
-    // Port 0 (any free port) is never a clash.
-    let ports: Vec<u16> = hops.iter().map(|h| h.port).filter(|&p| p != 0).collect();
-    for port in duplicates(&ports) {
-        let on_it = hops.iter().filter(|h| h.port == port);
+    let host_pattern = schema::host_pattern();
+    for hop in hops {
+        if let Some(host) = hop.host.as_deref().filter(|host| !valid_name(host)) {
+            problems.push(format(
+                "badHost",
+                &[
+                    ("hop", &hop.name),
+                    ("host", host),
+                    ("pattern", &host_pattern),
+                ],
+            ));
+        }
+    }
+    // A port clashes only on one machine; port 0 (any free port) never.
+    let ports: Vec<(Option<&str>, u16)> = hops
+        .iter()
+        .map(|h| (h.host.as_deref(), h.port))
+        .filter(|&(_, p)| p != 0)
+        .collect();
+    for (host, port) in duplicates(&ports) {
+        let on_it = hops
+            .iter()
+            .filter(|h| h.port == port && h.host.as_deref() == host);
         let port = port.to_string();
         let hops = hop_list(on_it.map(|h| h.name.as_str()), ", ");
-        problems.push(format("duplicatePort", &[("port", &port), ("hops", &hops)]));
+        problems.push(match host {
+            None => format("duplicatePort", &[("port", &port), ("hops", &hops)]),
+            Some(host) => format(
+                "duplicatePortOnHost",
+                &[("port", &port), ("host", host), ("hops", &hops)],
+            ),
+        });
     }
     let values: Vec<Value> = hops
         .iter()

@@ -79,9 +79,18 @@ pub fn hop_variables() -> impl Iterator<Item = (&'static str, &'static str)> {
 
 /// The pattern a hop name must match.
 pub fn name_pattern() -> String {
+    pattern_of("name")
+}
+
+/// The pattern of a hop's `host`: a machine name, as a hop's name.
+pub fn host_pattern() -> String {
+    pattern_of("host")
+}
+
+fn pattern_of(property: &str) -> String {
     hop_properties()
-        .get("name")
-        .and_then(|name| name.get("pattern"))
+        .get(property)
+        .and_then(|p| p.get("pattern"))
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
@@ -199,7 +208,7 @@ mod tests {
         let variables: Vec<(&str, &str)> = hop_variables().collect();
         assert!(variables.contains(&("responseTime", "RESPONSE_TIME")));
         assert!(variables.contains(&("samplerArg", "OTEL_TRACES_SAMPLER_ARG")));
-        let wiring = ["name", "port", "calls"];
+        let wiring = ["name", "host", "port", "calls"];
         for (setting, _) in hop_properties() {
             assert!(
                 wiring.contains(&setting.as_str()) || variables.iter().any(|(s, _)| s == setting),

@@ -14,7 +14,7 @@ let
   tailSampling = backends.exerciseTailSampling exercise;
 in
 {
-  config = lib.mkIf cfg.enable {
+  config = lib.mkIf (cfg.enable && cfg.runsBackends) {
     services.opentelemetry-collector = {
       enable = true;
       package = lib.mkIf (tailSampling != null) pkgs.${backends.collectorPackage tailSampling};

@@ -6,15 +6,7 @@ let
   exercises = import ../../lib/exercises.nix;
   cfg = config.services.tracing-lab;
 
-  lab = topology.chain {
-    hops = cfg.chain;
-    inherit (cfg)
-      ports
-      listenAddress
-      grafanaUrl
-      otlpProtocol
-      ;
-  };
+  lab = topology.chainOf cfg;
 
   # What listens on listenAddress.
   exposed = topology.exposedPorts {
@@ -44,6 +36,7 @@ in
     ./grafana.nix
     ./exercises.nix
     ./load.nix
+    ./hosts.nix
   ];
 
   options.services.tracing-lab = {

@@ -94,7 +94,7 @@ in
 {
   options.services.tracing-lab = {
     exercise = mkOption {
-      type = types.enum exercises.names;
+      type = types.enum exercises.allNames;
       default = "baseline";
       example = "slow-hop";
       description = ''

@@ -22,7 +22,7 @@ let
   };
 in
 {
-  config = lib.mkIf cfg.enable {
+  config = lib.mkIf (cfg.enable && cfg.runsBackends) {
     # Instead of an attribute error, say which plugin is missing.
     assertions = map (message: {
       assertion = false;

@@ -4,7 +4,7 @@ let
   cfg = config.services.tracing-lab;
 in
 {
-  config = lib.mkIf cfg.enable {
+  config = lib.mkIf (cfg.enable && cfg.runsBackends) {
     services.prometheus = {
       enable = true;
       inherit (cfg) listenAddress;

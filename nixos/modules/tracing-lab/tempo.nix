@@ -12,7 +12,7 @@ let
   writesVarTempo = backends.tempoWritesVarTempo pkgs.tempo.version;
 in
 {
-  config = lib.mkIf cfg.enable {
+  config = lib.mkIf (cfg.enable && cfg.runsBackends) {
     services.tempo = {
       enable = true;
       settings = backends.tempoSettings {

@@ -72,6 +72,41 @@ let
   };
   empty = vm { services.tracing-lab.chain = [ ]; };
 
+  # The network exercise over four machines, as nixos/tests/lab-multi-host.nix
+  # spreads it: one machine as `hostName` sees it, with `extra` on top.
+  networkHops = exercises.byName.network.hops;
+  acrossHosts =
+    hostName: extra:
+    evaluate [
+      ../../modules/tracing-lab
+      {
+        services.tracing-lab = {
+          enable = true;
+          exercise = "network";
+          inherit hostName;
+          backendsHost = "backends";
+          interface = "eth1";
+          hosts = {
+            backends.address = "192.168.1.1";
+            hop1.address = "192.168.1.2";
+            hop2.address = "192.168.1.3";
+            hop3.address = "192.168.1.4";
+          };
+        };
+        boot.isContainer = true;
+        system.stateVersion = "26.05";
+      }
+      extra
+    ];
+  machineView = config: {
+    hops = lib.attrNames config.services.microservice.instances;
+    backends = config.services.opentelemetry-collector.enable;
+    opened = lib.mapAttrs (_: i: i.allowedTCPPorts) config.networking.firewall.interfaces;
+    everywhere = config.networking.firewall.allowedTCPPorts;
+  };
+  # A copy of the exercise's hops with `changes` laid over hop `name`.
+  changedHop = name: changes: map (hop: if hop.name == name then hop // changes else hop) networkHops;
+
   # The dashboard's Tempo references (one per panel and per query of a Tempo
   # panel), as the message lists them.
   dashboardTempoRefs =
@@ -227,6 +262,121 @@ let
         motdFile = "/run/tracing-lab/motd";
         gettyHelpShowsBanner = false;
       };
+    };
+
+    "across machines, each runs its own hops and opens what others call, on eth1 only" = {
+      actual = lib.genAttrs [ "backends" "hop1" "hop2" "hop3" ] (
+        host: machineView (acrossHosts host { })
+      );
+      expected = {
+        backends = {
+          hops = [ ];
+          backends = true;
+          opened.eth1 = [ 4318 ];
+          everywhere = [ ];
+        };
+        hop1 = {
+          hops = [ "1" ];
+          backends = false;
+          opened = { };
+          everywhere = [ ];
+        };
+        hop2 = {
+          hops = [ "2" ];
+          backends = false;
+          opened.eth1 = [ 8081 ];
+          everywhere = [ ];
+        };
+        hop3 = {
+          hops = [ "3" ];
+          backends = false;
+          opened.eth1 = [ 8082 ];
+          everywhere = [ ];
+        };
+      };
+    };
+    "across machines, calls and spans go by address; the collector listens on its own" = {
+      actual = {
+        hop1 = lib.getAttrs [
+          "EXTERNAL_CALL_URL"
+          "OTEL_EXPORTER_OTLP_ENDPOINT"
+          "HTTP_HOST"
+        ] (acrossHosts "hop1" { }).systemd.services.microservice-1.environment;
+        hop3 = lib.getAttrs [
+          "HTTP_HOST"
+          "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ] (acrossHosts "hop3" { }).systemd.services.microservice-3.environment;
+        collector =
+          (acrossHosts "backends" { })
+          .services.opentelemetry-collector.settings.receivers.otlp.protocols.http.endpoint;
+      };
+      expected = {
+        hop1 = {
+          EXTERNAL_CALL_URL = "http://192.168.1.3:8081/";
+          OTEL_EXPORTER_OTLP_ENDPOINT = "http://192.168.1.1:4318";
+          HTTP_HOST = "127.0.0.1";
+        };
+        hop3 = {
+          HTTP_HOST = "192.168.1.4";
+          OTEL_EXPORTER_OTLP_ENDPOINT = "http://192.168.1.1:4318";
+        };
+        collector = "192.168.1.1:4318";
+      };
+    };
+    "refused: a hop on a host no machine has" = {
+      actual = failedAssertions (
+        acrossHosts "hop1" {
+          services.tracing-lab.hosts = lib.mkForce {
+            hop1.address = "192.168.1.2";
+            backends.address = "192.168.1.1";
+            hop2.address = "192.168.1.3";
+          };
+        }
+      );
+      expected = [
+        "services.tracing-lab.chain: hop `3` runs on host `hop3`, which services.tracing-lab.hosts does not list"
+      ];
+    };
+    "refused: a hop called across hosts with no address" = {
+      actual = failedAssertions (
+        acrossHosts "hop2" { services.tracing-lab.hosts.hop3.address = lib.mkForce null; }
+      );
+      expected = [
+        "services.tracing-lab.chain: hop `3` on host `hop3` is called from host `hop2`, but services.tracing-lab.hosts.hop3.address is not set"
+      ];
+    };
+    "refused: a port taken on a host" = {
+      actual = failedAssertions (
+        acrossHosts "hop2" {
+          services.tracing-lab.chain = lib.mkForce (
+            changedHop "3" {
+              host = "hop2";
+              port = 8081;
+            }
+          );
+        }
+      );
+      # The microservice module's own check sees both instances on this machine too.
+      expected = [
+        "services.microservice.instances: two enabled instances use the same port."
+        "services.tracing-lab.chain: port 8081 is used by more than one hop on host `hop2`: `2`, `3`"
+      ];
+    };
+    "refused: a machine that is none of the hosts" = {
+      actual = failedAssertions (acrossHosts "hop4" { });
+      expected = [
+        "services.tracing-lab.hostName: `hop4` is not one of services.tracing-lab.hosts (backends, hop1, hop2, hop3)"
+      ];
+    };
+    "refused: a machine of a lab spread over several that does not say which it is" = {
+      actual = failedAssertions (acrossHosts null { });
+      expected = [
+        "services.tracing-lab.hostName: not set, but the lab is spread over machines (hop `1` runs on host `hop1`): say which of services.tracing-lab.hosts this machine is"
+      ];
+    };
+    "the network exercise is no specialisation: it needs machines of its own" = {
+      actual = lib.elem "network" (lib.attrNames lab.specialisation);
+      expected = false;
     };
 
     # Each kind of miswiring is caught, with what was expected and what was found.
