@@ -112,7 +112,8 @@ in
           )
         );
 
-    systemd.services = lib.mkIf (samplers != [ ]) (
+    # Beside the first tier, on the machine that runs the backends (./hosts.nix).
+    systemd.services = lib.mkIf (samplers != [ ] && cfg.runsBackends) (
       lib.listToAttrs (map samplerUnit samplers)
       // {
         # The first tier routes to the samplers from its first span on.

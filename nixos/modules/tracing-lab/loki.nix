@@ -9,7 +9,8 @@ let
   };
 in
 {
-  config = lib.mkIf cfg.enable {
+  # Beside the collector, on the machine that runs the backends (./hosts.nix).
+  config = lib.mkIf (cfg.enable && cfg.runsBackends) {
     # A key outside what both Loki lines accept would fail only at build time
     # (`loki -verify-config`) or with another Loki version: say it here.
     assertions = map (key: {
