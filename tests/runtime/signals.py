@@ -418,7 +418,10 @@ def check_queries(
             pending[where] = logs_panel
         else:
             prom_check = lab.prometheus_panel_query(
-                lab.Backends("", prom, datasources, dashboards, hops, "", [], since, {}),
+                # Only the data sources and the hops matter to a panel's query.
+                lab.Backends(
+                    "", prom, datasources, dashboards, hops, "", [], since, {}, {}, None, lambda: True, Path("."), None
+                ),
                 dashboard,
                 panel,
                 target,
