@@ -32,6 +32,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -173,6 +174,11 @@ def metrics(url: str) -> dict[str, float]:
             continue
         series, value = line.rsplit(" ", 1)
         name = series.split("{", 1)[0]
+        # The queue figures are the Tempo exporter's: the collector's only
+        # exporter without an instance name (the logs' and metrics' exporters
+        # are `<type>/loki` and `<type>/prometheus`, nixos/lib/backends.nix).
+        if name.startswith("otelcol_exporter_queue_") and re.search(r'exporter="[^"/]*/', series):
+            continue
         try:
             totals[name] = totals.get(name, 0.0) + float(value)
         except ValueError:
