@@ -317,6 +317,7 @@ let
         OTEL_EXPORTER_OTLP_PROTOCOL = "http/protobuf";
         TRACE_LINK = link;
         OTEL_BSP_SCHEDULE_DELAY = "1000";
+        OTEL_METRIC_EXPORT_INTERVAL = "10000";
       };
     };
     "a fractional error rate" = {
