@@ -37,7 +37,6 @@ import shlex
 import signal
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -48,6 +47,7 @@ from support import (
     ROOT,
     RUNTIME,
     TEMPO_RUNNER,
+    Background,
     Failure,
     Processes,
     check_flake_eval,
@@ -113,14 +113,13 @@ class Request:
     took: float  # seconds
 
 
-class Load:
+class Load(Background):
     """RATE requests a second to the entry hop, each one's answer kept."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.requests: list[Request] = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        super().__init__()
 
     def run(self) -> None:
         deadline = time.monotonic() + 600  # bounded, whatever happens
@@ -135,13 +134,6 @@ class Load:
     def between(self, start: float, end: float) -> list[Request]:
         return [r for r in list(self.requests) if start <= r.sent < end]
 
-    def __enter__(self) -> "Load":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stopping.set()
-        self.thread.join()
 
 
 @dataclasses.dataclass
@@ -284,7 +276,7 @@ def count_in_tempo(tempo: str, requests: list[Request], expected: int, settle: f
     return sum(min(found.get(r.trace_id, 0), expected) for r in requests)
 
 
-class QueueWatch:
+class QueueWatch(Background):
     """The exporter queue's largest size while the `with` block runs."""
 
     def __init__(self, url: str) -> None:
@@ -292,8 +284,7 @@ class QueueWatch:
         self.most = 0.0
         self.capacity = 0.0
         self.rss = 0.0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        super().__init__()
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -303,13 +294,6 @@ class QueueWatch:
             self.rss = max(self.rss, now.get(RSS, 0.0))
             self.stopping.wait(0.5)
 
-    def __enter__(self) -> "QueueWatch":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stopping.set()
-        self.thread.join()
 
 
 def lost_counted(url: str) -> float:

@@ -84,6 +84,7 @@ from support import (
     ROOT,
     RUNTIME,
     TEMPO_RUNNER,
+    Background,
     Failure,
     Processes,
     available_tempos,
@@ -579,14 +580,13 @@ class InBackground:
             raise self.error
 
 
-class Traffic:
+class Traffic(Background):
     """Requests through the chain in the background, so that rates have data."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.statuses: dict[int, int] = {}
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        super().__init__()
 
     def run(self) -> None:
         deadline = time.monotonic() + 600  # bounded, whatever happens
@@ -595,13 +595,6 @@ class Traffic:
             self.statuses[status] = self.statuses.get(status, 0) + 1
             self.stopping.wait(0.2)
 
-    def __enter__(self) -> "Traffic":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stopping.set()
-        self.thread.join()
 
 
 def in_mount_namespace(binds: list[tuple[str, str]], scratch: Path, argv: list[str]) -> list[str]:

@@ -37,7 +37,6 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -51,6 +50,7 @@ from support import (
     LOKI_RUNNER,
     LOKI_VERSION,
     RUNTIME,
+    Background,
     Failure,
     Processes,
     available_tempos,
@@ -179,7 +179,7 @@ def otlp_attributes(values: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-class SyntheticHops:
+class SyntheticHops(Background):
     """In the background, what the hops would export: every 5 s, cumulative
     histograms that grow (rates need two points) and the trace's log lines."""
 
@@ -187,8 +187,7 @@ class SyntheticHops:
         self.args = (otlp_http, hops, spans, trace_id)
         self.started = time.time_ns()
         self.error: Failure | None = None
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        super().__init__()
 
     def run(self) -> None:
         rounds = 0
@@ -201,13 +200,6 @@ class SyntheticHops:
                 return
             self.stopping.wait(5)
 
-    def __enter__(self) -> "SyntheticHops":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stopping.set()
-        self.thread.join()
 
 
 def send_synthetic(

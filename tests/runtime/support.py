@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -23,7 +24,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parents[2]
 # The VM test's script is made of files in nixos/tests (nixos/tests/lab.nix);
@@ -300,3 +301,24 @@ def wait_until(what: str, timeout: float, attempt: Callable[[], bool], interval:
         if time.monotonic() - started > timeout:
             raise Failure(f"{what}: still not so after {timeout:.0f} s")
         time.sleep(interval)
+
+
+class Background:
+    """Its `run` in a thread while the `with` block lasts: `run` loops until
+    `stopping` is set (waiting on it between rounds), and leaving the block
+    sets it and waits for the thread."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stopping.set()
+        self.thread.join()
