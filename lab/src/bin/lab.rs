@@ -79,14 +79,16 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let exercises_dir = lab::exercises::directory();
     if args.list_exercises {
-        for exercise in lab::exercises::all(&exercises_dir)? {
+        let exercises = lab::exercises::all(&exercises_dir)?;
+        let width = exercises.iter().map(|e| e.name.len()).max().unwrap_or(0);
+        for exercise in exercises {
             // Listed all the same, so that the NixOS lab's name is known here.
             let note = if exercise.topology.is_multi_host() {
                 " (multi-host: the NixOS lab only)"
             } else {
                 ""
             };
-            println!("{:<22} {}{note}", exercise.name, exercise.summary);
+            println!("{:<width$}  {}{note}", exercise.name, exercise.summary);
         }
         return Ok(());
     }
