@@ -338,6 +338,21 @@ def tempo_outage(lab: Lab, load: Load, expected: int, case: str, outage: float, 
     )
 
 
+def figures_now(lab: Lab, case: str, requests: list[Request], expected: int, in_tempo: int) -> Figures:
+    """A case's figures, with the queue and the counters as the collector has them now."""
+    now = metrics(lab.url("otel-collector", "/metrics"))
+    return Figures(
+        case,
+        len(requests),
+        len(requests) * expected,
+        in_tempo,
+        now.get("otelcol_exporter_queue_size", 0.0),
+        now.get("otelcol_exporter_queue_capacity", 0.0),
+        sum(now.get(name, 0.0) for name in LOST_COUNTERS),
+        now.get(RSS, 0.0),
+    )
+
+
 def collector_restart(lab: Lab, load: Load, expected: int, case: str) -> Figures:
     """The collector away for COLLECTOR_GAP seconds: what the hops sent
     meanwhile is counted, and what they send after it is whole."""
@@ -360,17 +375,7 @@ def collector_restart(lab: Lab, load: Load, expected: int, case: str) -> Figures
     requests = load.between(start, end)
     in_tempo = count_in_tempo(tempo, requests, expected, 2)
     check_answers(case, requests + after)
-    now = metrics(lab.url("otel-collector", "/metrics"))
-    return Figures(
-        case,
-        len(requests),
-        len(requests) * expected,
-        in_tempo,
-        now.get("otelcol_exporter_queue_size", 0.0),
-        now.get("otelcol_exporter_queue_capacity", 0.0),
-        sum(now.get(name, 0.0) for name in LOST_COUNTERS),
-        now.get(RSS, 0.0),
-    )
+    return figures_now(lab, case, requests, expected, in_tempo)
 
 
 def collector_hangs(lab: Lab, load: Load, expected: int, case: str) -> Figures:
@@ -399,17 +404,7 @@ def collector_hangs(lab: Lab, load: Load, expected: int, case: str) -> Figures:
         raise Failure(f"{case}: a request took {slowest:.2f} s while the collector hung, {slowest_before:.2f} s before")
     # The hops' exports to the hung collector time out; what they held is counted.
     in_tempo = count_in_tempo(lab.url("tempo", ""), requests, expected, 20)
-    now = metrics(lab.url("otel-collector", "/metrics"))
-    return Figures(
-        case,
-        len(requests),
-        len(requests) * expected,
-        in_tempo,
-        now.get("otelcol_exporter_queue_size", 0.0),
-        now.get("otelcol_exporter_queue_capacity", 0.0),
-        sum(now.get(name, 0.0) for name in LOST_COUNTERS),
-        now.get(RSS, 0.0),
-    )
+    return figures_now(lab, case, requests, expected, in_tempo)
 
 
 def shrunk(settings: dict[str, Any]) -> dict[str, Any]:

@@ -1088,13 +1088,7 @@ def run_checks(procs: Processes, backends: Backends, system: dict[str, Any], tem
 
         def every_query_has_data() -> bool:
             alive()
-            for where, run in list(pending.items()):
-                problem = run()
-                if problem:
-                    last_problem[where] = problem
-                else:
-                    del pending[where]
-            return not pending
+            return run_pending(pending, last_problem)
 
         try:
             wait_until(
@@ -1124,6 +1118,18 @@ def prometheus_datasource(datasources: dict[str, dict[str, Any]], uid: str, user
 
 # A query check returns "" when the query has data, else what is wrong.
 QueryCheck = Callable[[], str]
+
+
+def run_pending(pending: dict[str, QueryCheck], problems: dict[str, str]) -> bool:
+    """Runs each check of `pending`, dropping those that pass and keeping the
+    latest problem of the others; true once none is left."""
+    for where, run in list(pending.items()):
+        problem = run()
+        if problem:
+            problems[where] = problem
+        else:
+            del pending[where]
+    return not pending
 
 
 def expect_data(result: list[dict[str, Any]], hops: list[checks.Hop], expr: str) -> str:

@@ -481,13 +481,7 @@ def check_queries(
     problems: dict[str, str] = {}
 
     def all_have_data() -> bool:
-        for where, run in list(pending.items()):
-            problem = run()
-            if problem:
-                problems[where] = problem
-            else:
-                del pending[where]
-        return not pending
+        return lab.run_pending(pending, problems)
 
     count = len(pending)
     try:
