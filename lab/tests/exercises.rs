@@ -33,11 +33,12 @@ async fn check(name: &str) {
     let tail = exercise.tail_sampling().unwrap();
     let signature = &exercise.signature;
     let receiver = OtlpReceiver::start(Protocol::Grpc).unwrap();
-    // Exports every 100 ms instead of every 5 s: the quiet wait below
-    // then sees every hop's spans.
+    // Exports every 100 ms instead of every 5 s (1 s for logs): the quiet
+    // wait below then sees every hop's spans and log lines.
     let common = InstanceConfig::new()
         .envs(receiver.env())
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_BLRP_SCHEDULE_DELAY", "100");
     let mut chain = Chain::start_topology(lab::testing::binary(), &common, &exercise.topology)
         .await
         .unwrap();
@@ -61,6 +62,7 @@ async fn check(name: &str) {
         tail.as_ref(),
         &answers,
         &receiver.spans(),
+        &receiver.logs(),
     );
     chain.stop(STOP_TIMEOUT).await;
     // A broken signature fails every request alike: a few lines say it.

@@ -31,6 +31,7 @@
 //! | `errors` | span → its `error.type` (null: any): exactly these are ERROR |
 //! | `attributes` | span → attribute → value |
 //! | `durations` | span → `{min, max}` |
+//! | `logs` | span → the lines its hop wrote inside it, each `"<SEVERITY> <start of the message>"`; (whatever the file states, every line that carries a trace id must name a span of that trace) |
 //! | `timing` | `{"overlap": span}` they run at once; `{"inTurn": span}` each after the previous; `{"outlives": {child, parent, byMs}}`; `{"longestSelfTime": span}` no span works longer outside its children |
 //!
 //! For example, a request through `timeout` answers 502, with
@@ -44,10 +45,13 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::chain_file::{Propagation, Topology};
-use crate::receiver::ReceivedSpan;
+use crate::receiver::{ReceivedLog, ReceivedSpan};
 use crate::trace::expected::{CLIENT, SERVER, WORK};
 use crate::trace::tail_sampling::{Rule, TailSampling};
 use crate::trace::{Format, Trace, expected_spans};
+
+mod logs;
+use logs::LogLine;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -87,6 +91,8 @@ pub struct Shape {
     pub attributes: BTreeMap<Selector, BTreeMap<String, Value>>,
     #[serde(default)]
     pub durations: BTreeMap<Selector, Bounds>,
+    #[serde(default)]
+    pub logs: BTreeMap<Selector, Vec<LogLine>>,
     #[serde(default)]
     pub timing: Vec<Timing>,
 }
@@ -253,6 +259,7 @@ impl Signature {
             selectors.extend(shape.errors.keys());
             selectors.extend(shape.attributes.keys());
             selectors.extend(shape.durations.keys());
+            selectors.extend(shape.logs.keys());
             for timing in &shape.timing {
                 match timing {
                     Timing::Overlap(s) | Timing::InTurn(s) | Timing::LongestSelfTime(s) => {
@@ -297,19 +304,24 @@ impl Signature {
         Ok(())
     }
 
-    /// What of the signature the spans received for `answers` do not show,
-    /// a line each; empty when they show it all.
+    /// What of the signature the spans and log records received for
+    /// `answers` do not show, a line each; empty when they show it all.
     pub fn check(
         &self,
         chain: &Topology,
         tail: Option<&TailSampling>,
         answers: &[Answered],
         spans: &[ReceivedSpan],
+        logs: &[ReceivedLog],
     ) -> Vec<String> {
         let mut failures = Vec::new();
         let mut by_trace: HashMap<String, Vec<&ReceivedSpan>> = HashMap::new();
         for span in spans {
             by_trace.entry(span.trace_id()).or_default().push(span);
+        }
+        let mut logs_by_trace: HashMap<String, Vec<&ReceivedLog>> = HashMap::new();
+        for log in logs {
+            logs_by_trace.entry(log.trace_id()).or_default().push(log);
         }
         if answers.len() != self.requests {
             failures.push(format!(
@@ -330,6 +342,11 @@ impl Signature {
             let spans = by_trace.get(&answer.trace_id).cloned().unwrap_or_default();
             let mut problems = Vec::new();
             let attempts = self.check_trace(chain, shape, &spans, &mut problems);
+            let lines = logs_by_trace
+                .get(&answer.trace_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            logs::check_lines(chain, &shape.logs, &spans, lines, &mut problems);
             retried += usize::from(attempts > 1);
             failures.extend(problems.into_iter().map(|p| {
                 format!(
@@ -351,6 +368,12 @@ impl Signature {
             ));
         }
         self.check_detached(chain, answers, &by_trace, &mut failures);
+        let unsampled: HashSet<&str> = answers
+            .iter()
+            .filter(|a| !a.sampled)
+            .map(|a| a.trace_id.as_str())
+            .collect();
+        logs::check_back_links(&by_trace, &unsampled, logs, &mut failures);
         if let Some(keeps) = &self.tail_sampling {
             check_tail_sampling(keeps, tail, &traces, &mut failures);
         }
@@ -1011,7 +1034,7 @@ fn check_tail_sampling(
 mod tests {
     use super::*;
     use crate::chain_file::ChainFile;
-    use crate::trace::fixtures::span;
+    use crate::trace::fixtures::{log, span};
     use opentelemetry_proto::tonic::trace::v1::Status;
 
     const MS: u64 = 1_000_000;
@@ -1049,7 +1072,7 @@ mod tests {
             trace_id: "07".repeat(16),
             sampled: true,
         };
-        signature.check(&chain(), None, &[answer], spans)
+        signature.check(&chain(), None, &[answer], spans, &[])
     }
 
     #[test]
@@ -1120,7 +1143,9 @@ mod tests {
         let run = |json: &str| {
             let signature = signature(json);
             signature.validate(&chain(), None).unwrap();
-            signature.check(&chain(), None, &answers, &spans).join("\n")
+            signature
+                .check(&chain(), None, &answers, &spans, &[])
+                .join("\n")
         };
         let base = r#""requests": 2, "answers": {"200": {}}"#;
         assert_eq!(
@@ -1142,6 +1167,60 @@ mod tests {
         ] {
             assert!(wrong.contains(&expected), "{expected}\nin:\n{wrong}");
         }
+    }
+
+    #[test]
+    fn log_lines_are_checked_under_their_span_and_back_to_it() {
+        let stated = signature(
+            r#"{"answers": {"200": {"logs": {"b.server": ["WARN request failed"],
+                "a.server": ["INFO request handled"]}}}}"#,
+        );
+        let answer = Answered {
+            status: 200,
+            trace_id: "07".repeat(16),
+            sampled: true,
+        };
+        let run = |logs: &[ReceivedLog]| {
+            stated.validate(&chain(), None).unwrap();
+            stated
+                .check(
+                    &chain(),
+                    None,
+                    std::slice::from_ref(&answer),
+                    &trace(),
+                    logs,
+                )
+                .join("\n")
+        };
+        let (a, b) = ("microservice-a", "microservice-b");
+        let written = [
+            log(a, 1, 5, "request handled status=200", "INFO"),
+            log(b, 6, 3, "request failed", "WARN"),
+        ];
+        assert_eq!(run(&written), "");
+
+        let wrong = [
+            // In the right trace, but under a's CLIENT span, not its SERVER's.
+            log(a, 3, 5, "request handled", "INFO"),
+            // The right span, the wrong severity.
+            log(b, 6, 3, "request failed", "ERROR"),
+            // A span id no span of the trace has.
+            log(b, 9, 4, "call failed", "WARN"),
+        ];
+        let problems = run(&wrong);
+        for expected in [
+            "a.server (microservice-a, span 0101010101010101) has no log line `INFO request handled`; its lines: []",
+            "b.server (microservice-b, span 0606060606060606) has no log line `WARN request failed`; its lines: [\"ERROR request failed\"]",
+            "the log line `WARN call failed` of microservice-b names trace 07070707070707070707070707070707 and span 0909090909090909, which no span received has",
+        ] {
+            assert!(problems.contains(expected), "{expected}\nin:\n{problems}");
+        }
+        let error = serde_json::from_str::<Signature>(
+            r#"{"answers": {"200": {"logs": {"a.server": ["request failed"]}}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("`request failed` is no log line"), "{error}");
     }
 
     #[test]

@@ -100,33 +100,20 @@ pub fn lines_under(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::fixtures::span;
+    use crate::trace::fixtures::{self, span};
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-    use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
+    /// A record of service `a` with a `status` field.
     fn log(span_id: u8, time: u64, body: &str, severity: &str) -> ReceivedLog {
-        let text = |s: &str| AnyValue {
-            value: Some(any_value::Value::StringValue(s.into())),
-        };
-        ReceivedLog {
-            service: "a".into(),
-            resource: Vec::new(),
-            record: LogRecord {
-                observed_time_unix_nano: time,
-                severity_text: severity.into(),
-                body: Some(text(body)),
-                attributes: vec![KeyValue {
-                    key: "status".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::IntValue(502)),
-                    }),
-                    ..KeyValue::default()
-                }],
-                trace_id: vec![7; 16],
-                span_id: vec![span_id; 8],
-                ..LogRecord::default()
-            },
-        }
+        let mut log = fixtures::log("a", span_id, time, body, severity);
+        log.record.attributes.push(KeyValue {
+            key: "status".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(502)),
+            }),
+            ..KeyValue::default()
+        });
+        log
     }
 
     #[test]

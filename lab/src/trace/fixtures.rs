@@ -1,6 +1,8 @@
 //! Spans for the unit tests of the trace model and of its drawing.
 
-use crate::receiver::ReceivedSpan;
+use crate::receiver::{ReceivedLog, ReceivedSpan};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
 /// A span of trace `07…07`: ids are one byte repeated.
@@ -24,6 +26,25 @@ pub fn span(
             start_time_unix_nano: start,
             end_time_unix_nano: end,
             ..Span::default()
+        },
+    }
+}
+
+/// A log record of `service`, written at `time` in span `span_id` of
+/// trace `07…07`.
+pub fn log(service: &str, span_id: u8, time: u64, body: &str, severity: &str) -> ReceivedLog {
+    ReceivedLog {
+        service: service.into(),
+        resource: Vec::new(),
+        record: LogRecord {
+            observed_time_unix_nano: time,
+            severity_text: severity.into(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(body.into())),
+            }),
+            trace_id: vec![7; 16],
+            span_id: vec![span_id; 8],
+            ..LogRecord::default()
         },
     }
 }
