@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nixos_lab
+import signals
 from support import (
     LOKI_RUNNER,
     LOKI_VERSION,
@@ -80,6 +82,7 @@ def evaluate(tempo_versions: list[str]) -> dict[str, Any]:
           config = p.processCompose.{EXERCISE};
           files = p.files.{EXERCISE};
           inherit (p.settings) tempo prometheus loki;
+          inherit (p.provisioning) datasources;
           collector = p.settings.collector.{EXERCISE};
           bin = {{
             collector = lib.getExe pkgs.${{(import {ROOT}/nixos/lib/local.nix).collectorPackage "{EXERCISE}"}};
@@ -233,6 +236,7 @@ def run(
                 url = f"{probe['scheme']}://{probe['host']}:{probe['port']}{probe['path']}"
                 say(f"  {name}: ready in {procs.wait_ready(name, url, 90):.1f} s")
 
+        since = time.time() - 5
         entry_name = next(iter(processes["load"]["depends_on"]))
         port = processes[entry_name]["readiness_probe"]["http_get"]["port"]
         status, headers, _ = http(f"http://127.0.0.1:{port}/", timeout=10)
@@ -278,6 +282,7 @@ def run(
         except Failure as failure:
             raise Failure(f"{failure}; it has {sorted(edges)}") from None
         say(f"  Prometheus has the service graph from Tempo's remote write: {len(edges)} edges")
+        follow_signals(lab, hops, trace_id, f"http://127.0.0.1:{tempo_port}", since)
 
         pids = [pid for proc in procs.running.values() for pid in descendants(proc.pid)]
         addresses = listening_addresses(pids)
@@ -300,6 +305,23 @@ def run(
         say("  Tempo wrote nothing under /var/tempo")
     tempo_state = sorted({re.sub(r"_\d+", "_*", p.name) for p in (state / "tempo").iterdir()})
     say(f"  Tempo's state directory holds: {', '.join(tempo_state)}")
+
+
+def follow_signals(lab: dict[str, Any], hops: list[checks.Hop], trace_id: str, tempo_url: str, since: float) -> None:
+    """The request's log lines by its trace id, and a trace behind the latency
+    series, through the data sources Grafana gets (their URLs included)."""
+    datasources = {
+        ds["uid"]: nixos_lab.provisioned_tree(ds, f"data source {ds['uid']}")
+        for ds in lab["datasources"].get("datasources", [])
+    }
+    loki = datasources.get("loki", {})
+    if loki.get("type") != "loki":
+        raise Failure(f"the package provisions no Loki data source: {sorted(datasources)}")
+    signals.check_logs(loki["url"].rstrip("/"), hops, trace_id, since)
+    prom = nixos_lab.prometheus_datasource(datasources, "prometheus", "the local lab")
+    # Span metrics need a few requests for their exemplars (the load process is not run).
+    with nixos_lab.Traffic(hops[0]["url"]):
+        signals.check_exemplars(prom, datasources, tempo_url, since)
 
 
 def main() -> int:
