@@ -143,3 +143,48 @@ with subtest("exercise network: the link out of hop2 adds its 100 ms"):
     backends.log(f"gap from microservice-2's CLIENT to microservice-3's SERVER span: {without:.1f} ms, then {delayed:.1f} ms")
     # Less than 100 ms would leave room for clock skew between the machines.
     assert delayed - without >= 90, f"the gap grew by {delayed - without:.1f} ms, not about 100"
+
+with subtest("exercise network: a lost packet costs microservice-2 a retry"):
+    # At 5 % loss on hop2's link, about one call in twenty loses its request
+    # packet; TCP resends it after 200 ms or more, past the attempt's 400 ms,
+    # and microservice-2 tries again. Of 200 requests some are retried (none
+    # would be with a chance of about 0.95^200, 1 in 30000).
+    entry_url = f"http://127.0.0.1:{entry['port']}/"
+    entry_machine.succeed(f"seq 200 | xargs -P 8 -I % {curl(entry_url, '--output', '/dev/null')}")
+    retried_ids: list[str] = []
+
+    def some_retried(last_try: bool) -> bool:
+        out = backends.succeed(
+            curl(
+                f"{tempo}/api/search",
+                "--fail",
+                "--get",
+                "--data-urlencode",
+                "q={ resource.service.name = \"microservice-2\" && span.http.request.resend_count > 0 }",
+                "--data-urlencode",
+                "limit=5",
+            )
+        )
+        retried_ids[:] = sorted(trace_ids_in_search(json.loads(out)))
+        return bool(retried_ids)
+
+    retry(some_retried, 180)
+    retried_trace = wait_for_trace_in_tempo(
+        retried_ids[0].rjust(32, "0"),
+        lambda spans: any("http.request.resend_count" in s["attrs"] for s in spans),
+        "the retried attempt",
+    )
+    attempts = sorted(
+        (s for s in retried_trace if s["service"] == "microservice-2" and kind(s) == "CLIENT"),
+        key=lambda s: s["startNs"],
+    )
+    backends.log(
+        f"{len(retried_ids)} or more retried traces; one has {len(attempts)} attempts lasting "
+        + ", ".join(f"{a['durationMs']:.0f} ms" for a in attempts)
+    )
+    assert len(attempts) >= 2, f"a retried trace with {len(attempts)} attempts"
+    # Every attempt but the last gave up at the 400 ms timeout.
+    for attempt in attempts[:-1]:
+        assert is_error(attempt), f"attempt {attempt['attrs']} is not ERROR"
+        assert attempt["durationMs"] >= 390, f"an attempt gave up after {attempt['durationMs']:.0f} ms"
+    assert attempts[-1]["attrs"].get("http.request.resend_count") == len(attempts) - 1, attempts[-1]["attrs"]
