@@ -18,6 +18,8 @@ let
   table = lib.concatMapStrings (
     name: "${name}\t${exercises.byName.${name}.summary}\n"
   ) exercises.names;
+  # The name column fits the longest name.
+  nameWidth = toString (lib.foldl' lib.max 0 (map lib.stringLength exercises.names));
 
   # What each exercise asks the learner to look for, by name.
   lookFor = pkgs.writeText "tracing-lab-exercises.json" (
@@ -42,7 +44,7 @@ let
         while IFS=$'\t' read -r name summary; do
           mark=" "
           [[ $name == "$current" ]] && mark="*"
-          printf '%s %-22s %s\n' "$mark" "$name" "$summary"
+          printf '%s %-${nameWidth}s %s\n' "$mark" "$name" "$summary"
         done <<'EOF'
       ${table}EOF
       }
