@@ -24,6 +24,8 @@ pkgs.testers.runNixOSTest {
             "broken-propagation"
             "errors"
             "tail-sampling"
+            "tail-sampling-scaled"
+            "tail-sampling-scaled-by-service"
           ];
         };
       };

@@ -409,3 +409,33 @@ with subtest("exercise tail-sampling: every error trace kept, most healthy fast 
     kept = [a.trace_id for a in fast if fetch_trace(a.trace_id)]
     machine.log(f"tail sampling kept {len(kept)} of {len(fast)} healthy fast traces")
     assert len(kept) * 2 <= len(fast), f"{len(kept)} of {len(fast)} healthy fast traces kept, expected about a tenth"
+
+with subtest("exercise tail-sampling-scaled: routed by trace id, every trace whole"):
+    exercise_hops = switch_exercise("tail-sampling-scaled")
+    for sampler in (1, 2):
+        machine.wait_for_unit(f"opentelemetry-collector-sampler-{sampler}.service")
+    # Every request of this chain is slower than the samplers' latency policy.
+    for answer in [request_chain(entry_url) for _ in range(10)]:
+        assert answer.status == 200, f"the chain answered {answer.status}"
+        wait_for_trace_in_tempo(answer.trace_id, lambda found: trace_is_complete(found, exercise_hops), "every span")
+
+with subtest("exercise tail-sampling-scaled-by-service: routed by service, traces cut"):
+    exercise_hops = switch_exercise("tail-sampling-scaled-by-service")
+    entry_service, leaf_service = exercise_hops[0]["serviceName"], exercise_hops[-1]["serviceName"]
+    answers = [request_chain(entry_url) for _ in range(20)]
+
+    def has_entry_part(found: list[Span]) -> bool:
+        return any(s["service"] == entry_service and kind(s) == "SERVER" for s in found)
+
+    # The leaf's part (150 ms) is judged alone by its sampler, faster than the
+    # policy: dropped. Each part is decided the same wait after it reaches its
+    # sampler, and the hops send within a second of a request's end: once the
+    # entry's part of the last trace is in Tempo, the leaf parts of the first
+    # five traces, 15 requests (4.5 s) earlier, were decided, and a kept one
+    # would be in Tempo too.
+    wait_for_trace_in_tempo(answers[-1].trace_id, has_entry_part, "the entry's part")
+    for answer in answers[:5]:
+        spans = wait_for_trace_in_tempo(answer.trace_id, has_entry_part, "the entry's part")
+        services = sorted({str(s["service"]) for s in spans})
+        machine.log(f"{answer.trace_id}: {len(spans)} spans kept, from {services}")
+        assert leaf_service not in services, f"{leaf_service}'s part was kept: routing by service cut nothing"
