@@ -257,7 +257,7 @@ async fn bad_chain_files_are_refused_before_anything_starts() {
 }
 
 #[tokio::test]
-async fn spans_also_go_to_a_collector() {
+async fn spans_and_log_records_also_go_to_a_collector() {
     let collector =
         lab::receiver::OtlpReceiver::start(lab::receiver::Protocol::HttpProtobuf).unwrap();
     let json = r#"{"hops": [{"name": "a", "port": 0}, {"name": "b", "port": 0}]}"#;
@@ -289,6 +289,23 @@ async fn spans_also_go_to_a_collector() {
         services.into_iter().collect::<Vec<_>>(),
         ["microservice-a", "microservice-b"]
     );
+    // Each hop's `request handled`, under a span of the trace, with its
+    // resource and the bridge's scope as the hop sent them.
+    let span_ids: Vec<String> = spans.iter().map(|s| s.span_id()).collect();
+    let handled = |log: &lab::receiver::ReceivedLog| {
+        log.trace_id() == trace_id && log.body() == "request handled"
+    };
+    let logs = collector
+        .wait_for_logs(Duration::from_secs(10), |logs| {
+            logs.iter().filter(|l| handled(l)).count() >= 2
+        })
+        .await
+        .expect("both hops' log records reach the collector");
+    for log in logs.iter().filter(|l| handled(l)) {
+        assert!(span_ids.contains(&log.span_id()), "{log:?}");
+        assert!(log.resource_attr("service.name").is_some(), "{log:?}");
+        assert!(log.scope.is_some(), "{log:?}");
+    }
     lab.stop().await;
 }
 

@@ -33,8 +33,9 @@ struct Args {
     #[arg(long)]
     list_exercises: bool,
 
-    /// Also send every span to a collector, e.g. Tempo or Jaeger, over
-    /// OTLP/HTTP (base URL: /v1/traces is appended).
+    /// Also send every span and log record to a collector, e.g. an
+    /// OpenTelemetry Collector, Tempo or Jaeger, over OTLP/HTTP (base URL:
+    /// /v1/traces and /v1/logs are appended).
     #[arg(long, value_name = "URL", value_parser = parse_endpoint)]
     otlp_endpoint: Option<String>,
 

@@ -3,7 +3,7 @@
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
@@ -15,6 +15,7 @@ use super::{find, hex, value_text};
 pub struct ReceivedLog {
     pub service: String,
     pub resource: Vec<KeyValue>,
+    pub scope: Option<InstrumentationScope>,
     pub record: LogRecord,
 }
 
@@ -112,16 +113,15 @@ pub fn logs_of(request: ExportLogsServiceRequest) -> Vec<ReceivedLog> {
             .map(|r| r.attributes)
             .unwrap_or_default();
         let service = find(&resource, "service.name").unwrap_or_default();
-        for record in resource_logs
-            .scope_logs
-            .into_iter()
-            .flat_map(|s| s.log_records)
-        {
-            logs.push(ReceivedLog {
-                service: service.clone(),
-                resource: resource.clone(),
-                record,
-            });
+        for scope_logs in resource_logs.scope_logs {
+            for record in scope_logs.log_records {
+                logs.push(ReceivedLog {
+                    service: service.clone(),
+                    resource: resource.clone(),
+                    scope: scope_logs.scope.clone(),
+                    record,
+                });
+            }
         }
     }
     logs

@@ -20,7 +20,7 @@ use crate::chain::{Chain, STOP_TIMEOUT};
 use crate::chain_file::Topology;
 use crate::instance::InstanceConfig;
 use crate::load::{self, TrickleCounts};
-use crate::receiver::{OtlpReceiver, Protocol};
+use crate::receiver::{OtlpReceiver, Protocol, ReceivedLog};
 use crate::trace::tail_sampling::TailSampling;
 use crate::trace::{Assembler, Trace, Verdict};
 use attributes::Attributes;
@@ -46,7 +46,8 @@ pub struct RunnerConfig {
     /// A paragraph for the banner: what an exercise is about.
     pub intro: Option<String>,
     pub binary: PathBuf,
-    /// Also send every span to this collector (OTLP/HTTP base URL).
+    /// Also send every span and log record to this collector (OTLP/HTTP
+    /// base URL).
     pub forward_to: Option<String>,
     /// Requests per second the runner sends to the entry on its own.
     pub load_rate: Option<f64>,
@@ -68,9 +69,9 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     let mut stop = stop_signal();
     let (receiver, mut batches) =
         OtlpReceiver::start_streaming(Protocol::HttpProtobuf, config.receiver_addr)?;
-    // Without --logs the hops' records arrive and are dropped.
+    // Without --logs or --otlp-endpoint the hops' records arrive and are dropped.
     let (mut log_batches, mut log_book) = (
-        config.show_logs.then(|| receiver.stream_logs()),
+        (config.show_logs || config.forward_to.is_some()).then(|| receiver.stream_logs()),
         LogBook::default(),
     );
     let common = InstanceConfig::new()
@@ -109,7 +110,9 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         tokio::select! {
             () = &mut stop => break None,
             Some(batch) = batches.recv() => assembler.add(batch, Instant::now()),
-            Some(logs) = next_logs(&mut log_batches) => log_book.add(logs, Instant::now()),
+            Some(logs) = next_logs(&mut log_batches) => {
+                book_logs(&mut log_book, logs, forwarder.as_ref());
+            }
             _ = tick.tick() => {
                 for trace in assembler.finished(Instant::now()) {
                     let logs = log_book.take(&trace.id);
@@ -145,7 +148,7 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         assembler.add(batch, Instant::now());
     }
     while let Some(Ok(logs)) = log_batches.as_mut().map(|batches| batches.try_recv()) {
-        log_book.add(logs, Instant::now());
+        book_logs(&mut log_book, logs, forwarder.as_ref());
     }
     for trace in assembler.drain() {
         let logs = log_book.take(&trace.id);
@@ -278,6 +281,7 @@ fn show(
     if verdict.kept {
         if let Some(forwarder) = forwarder {
             forwarder.send(trace.spans.clone());
+            forwarder.send_logs(logs.to_vec());
         }
     }
     if verdict.shown {
@@ -297,7 +301,19 @@ fn show(
     verdict
 }
 
-/// The next batch of log records, when they are streamed (`--logs`).
+/// Keeps a batch's records until their trace is drawn; those written outside
+/// any span (start-up, shutdown) belong to no trace and go on at once.
+fn book_logs(book: &mut LogBook, logs: Vec<ReceivedLog>, forwarder: Option<&Forwarder>) {
+    let (untraced, traced): (Vec<ReceivedLog>, Vec<ReceivedLog>) =
+        logs.into_iter().partition(|log| log.trace_id().is_empty());
+    if let Some(forwarder) = forwarder {
+        forwarder.send_logs(untraced);
+    }
+    book.add(traced, Instant::now());
+}
+
+/// The next batch of log records, when they are streamed (`--logs`,
+/// `--otlp-endpoint`).
 async fn next_logs(
     batches: &mut Option<crate::receiver::LogBatches>,
 ) -> Option<Vec<crate::receiver::ReceivedLog>> {

@@ -36,6 +36,7 @@ pub fn log(service: &str, span_id: u8, time: u64, body: &str, severity: &str) ->
     ReceivedLog {
         service: service.into(),
         resource: Vec::new(),
+        scope: None,
         record: LogRecord {
             observed_time_unix_nano: time,
             severity_text: severity.into(),
