@@ -21,6 +21,7 @@ machine_of = {"backends": backends, "hop1": hop1, "hop2": hop2, "hop3": hop3}
 by_service = {hop["serviceName"]: hop for hop in hops}
 tempo = f"http://127.0.0.1:{ports['tempo']}"
 prometheus = f"http://127.0.0.1:{ports['prometheus']}"
+loki = f"http://127.0.0.1:{ports['loki']}"
 entry = hops[0]
 entry_machine = machine_of[entry["host"]]
 
@@ -69,7 +70,7 @@ def calls_into(spans: list[Span], caller: str, callee: str) -> list[tuple[Span, 
 
 
 with subtest("every machine runs its own part"):
-    for unit in ["opentelemetry-collector", "tempo", "prometheus", "grafana"]:
+    for unit in ["opentelemetry-collector", "tempo", "loki", "prometheus", "grafana"]:
         backends.wait_for_unit(unit)
     backends.wait_for_open_port(ports["tempo"], addr="127.0.0.1")
     backends.wait_for_open_port(ports["prometheus"], addr="127.0.0.1")
@@ -108,6 +109,30 @@ with subtest("a request's trace crosses the hosts whole"):
             assert client["attrs"].get("server.address") == callee_address, client["attrs"]
             assert server["attrs"].get("server.address") == callee_address, server["attrs"]
             assert server["attrs"].get("network.peer.address") == caller_address, server["attrs"]
+
+with subtest("the request's log lines reach Loki from every host, by its trace id"):
+    since_ns = (int(backends.succeed("date +%s")) - 3600) * 10**9
+    for hop in hops:
+        logs_query = hop_logs_query(hop["serviceName"], trace_id)
+
+        def lines_of_hop(last_try: bool, logs_query: str = logs_query) -> bool:
+            out = backends.succeed(
+                curl(
+                    f"{loki}/loki/api/v1/query_range",
+                    "--fail",
+                    "--get",
+                    "--data-urlencode",
+                    f"query={logs_query}",
+                    "--data-urlencode",
+                    f"start={since_ns}",
+                )
+            )
+            found = [s for s in json.loads(out)["data"]["result"] if s.get("values")]
+            if last_try:
+                backends.log(f"{logs_query}: {found}")
+            return bool(found)
+
+        retry(lines_of_hop, 120)
 
 with subtest("the service graph has the edges between the hosts"):
     for client_service, server_service in service_graph_edges(hops):
