@@ -44,6 +44,8 @@ from typing import Any
 
 from support import (
     CHECK_FLAKE,
+    LOKI_RUNNER,
+    LOKI_VERSION,
     ROOT,
     RUNTIME,
     TEMPO_RUNNER,
@@ -93,9 +95,10 @@ in {{
   processes = p.processCompose.{EXERCISE}.processes;
   files = p.files.{EXERCISE};
   collector = p.settings.collector.{EXERCISE};
-  inherit (p.settings) tempo prometheus;
+  inherit (p.settings) tempo prometheus loki;
   bin = {{
     tempo = lib.getExe' tempo "tempo";
+    loki = lib.getExe' pkgs.grafana-loki "loki";
     prometheus = lib.getExe pkgs.prometheus;
     microservice = lib.getExe o.packages.x86_64-linux.microservice;
     collector = lib.getExe pkgs.${{local.collectorPackage "{EXERCISE}"}};
@@ -196,7 +199,7 @@ class Lab:
         self.processes: dict[str, Any] = lab["processes"]
         self.scratch = scratch
         self.state = scratch / "state"
-        for sub in ("tempo", "prometheus"):
+        for sub in ("tempo", "prometheus", "loki"):
             (self.state / sub).mkdir(parents=True)
         self.procs = Processes(scratch, grace=10)
         self.files = lab["files"]
@@ -206,9 +209,10 @@ class Lab:
             bin_["prometheus"]: shlex.quote(prometheus_bin),
             bin_["microservice"]: shlex.quote(str(service_bin)),
             bin_["collector"]: f"{shlex.quote(str(OTELCOL))} {OTELCOL_VERSION}",
+            bin_["loki"]: f"{shlex.quote(str(LOKI_RUNNER))} {LOKI_VERSION}",
         }
         self.file_replacements = {}
-        for name in ("tempo", "prometheus", "collector"):
+        for name in ("tempo", "prometheus", "loki", "collector"):
             path = scratch / f"{name}.json"  # JSON is YAML
             path.write_text(json.dumps(lab[name]))
             self.file_replacements[self.files[name].removeprefix("file:")] = str(path)
@@ -244,10 +248,17 @@ class Lab:
             raise Failure(f"a store path is left in {name}'s command: {command}")
         return command
 
-    def start(self, name: str, collector_file: Path | None = None) -> float:
+    def launch(self, name: str, collector_file: Path | None = None) -> None:
         env = {**os.environ, STATE_VAR: str(self.state), **env_of(self.processes[name])}
         self.procs.start(name, ["bash", "-c", self.command(name, collector_file)], env)
+
+    def ready(self, name: str) -> float:
+        """Seconds until `name` answers its readiness probe."""
         return self.procs.wait_ready(name, probe_url(self.processes[name], name), 90, 0.2)
+
+    def start(self, name: str, collector_file: Path | None = None) -> float:
+        self.launch(name, collector_file)
+        return self.ready(name)
 
     def url(self, name: str, path: str) -> str:
         probe = self.processes[name]["readiness_probe"]["http_get"]
@@ -407,16 +418,25 @@ def collector_hangs(lab: Lab, load: Load, expected: int, case: str) -> Figures:
     return figures_now(lab, case, requests, expected, in_tempo)
 
 
-def shrunk(settings: dict[str, Any]) -> dict[str, Any]:
-    """The lab's collector settings with the exporter's queue and retries cut
-    down so that an outage overflows them (case d only)."""
-    small = copy.deepcopy(settings)
-    exporters = small["service"]["pipelines"]["traces"]["exporters"]
+def pipeline_exporter(settings: dict[str, Any], signal: str) -> str:
+    """The name of the one exporter of the collector's `signal` pipeline."""
+    exporters = settings["service"]["pipelines"][signal]["exporters"]
     if len(exporters) != 1:
-        raise Failure(f"the traces pipeline has exporters {exporters}, expected one to Tempo")
-    exporter = small["exporters"][exporters[0]]
-    exporter["sending_queue"].update(queue_size=SMALL_QUEUE, num_consumers=1)
-    exporter["retry_on_failure"].update(initial_interval="1s", max_interval="1s", max_elapsed_time=SMALL_RETRY)
+        raise Failure(f"the {signal} pipeline has exporters {exporters}, expected one")
+    name: str = exporters[0]
+    return name
+
+
+def shrunk(settings: dict[str, Any], signal: str = "traces") -> dict[str, Any]:
+    """The lab's collector settings with the `signal` exporter's queue and
+    retries cut down so that an outage overflows them (an override for one
+    case only; an exporter without settings of its own gets them)."""
+    small = copy.deepcopy(settings)
+    exporter = small["exporters"][pipeline_exporter(small, signal)]
+    exporter.setdefault("sending_queue", {}).update(queue_size=SMALL_QUEUE, num_consumers=1)
+    exporter.setdefault("retry_on_failure", {}).update(
+        initial_interval="1s", max_interval="1s", max_elapsed_time=SMALL_RETRY
+    )
     return small
 
 
