@@ -170,8 +170,14 @@ rec {
     in
     {
       exporters = {
-        # The exporter appends /v1/logs.
-        ${loki}.endpoint = "http://${loopback ports.loki}/otlp";
+        ${loki} = {
+          # The exporter appends /v1/logs.
+          endpoint = "http://${loopback ports.loki}/otlp";
+          # A Loki outage is carried as a Tempo one is: a request writes
+          # fewer log records than spans, so the same 600 batches last as long.
+          sending_queue = collectorSendingQueue;
+          retry_on_failure = collectorRetry;
+        };
         ${prometheus} = {
           endpoint = prometheusRemoteWriteUrl ports;
           # service.name becomes the `job` label, the hop's name in PromQL.
