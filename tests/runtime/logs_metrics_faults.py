@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Loki down or slow: no request fails, the collector counts the log records
-it gives up on, and the dashboard's pipeline row shows them.
+"""Loki down or slow, or Prometheus' remote write out of reach: no request
+fails, the collector counts the log records and metric points it gives up on,
+and the dashboard's pipeline row shows them.
 
 The hops (the service binary), a real OpenTelemetry Collector, real Tempo,
 Loki and Prometheus run with the commands and settings `nix run .#local`
@@ -19,18 +20,22 @@ from b). First the panels must see log records and metric points sent. Then:
      this case only), Loki still down: "Log records lost on the way to Loki"
      shows the Loki exporter's losses;
   c. Loki slow: a listener on Loki's port accepts and never answers; the
-     collector's own counters grow by more losses.
+     collector's own counters grow by more losses;
+  d. the collector restarts with the metrics exporter sending to a port where
+     nothing listens, its retries cut to SMALL_RETRY: "Metric points lost on
+     the way to Prometheus" shows the metrics exporter's losses.
 
 In every case every request answers 200 and every trace reaches Tempo whole.
-It prints, per case, the requests, the log records the collector accepted,
+It prints, per case a-c, the requests, the log records the collector accepted,
 sent, failed and dropped (its own counters over the case), and the Loki
-exporter's queue. Skips itself, saying
+exporter's queue; for d the requests and the metric points the panel shows lost. Skips itself, saying
 so, without ../shared/lab-runtime.
 
-    python3 tests/runtime/loki_faults.py
+    python3 tests/runtime/logs_metrics_faults.py
 """
 
 import argparse
+import copy
 import dataclasses
 import json
 import socket
@@ -69,6 +74,7 @@ SETTLE = 6.0  # seconds after a collector restart: past the hops' 5 s batch dela
 LOGS_THROUGH = "Log records through the collector"
 METRICS_THROUGH = "Metric points through the collector"
 LOGS_LOST = "Log records lost on the way to Loki"
+METRICS_LOST = "Metric points lost on the way to Prometheus"
 QUEUE = "Sending queue"
 
 # The collector's own counters in the figures, by the Loki exporter unless receiver_.
@@ -251,6 +257,22 @@ class Case:
         return figures
 
 
+def unreachable_metrics(settings: dict[str, Any]) -> dict[str, Any]:
+    """The lab's collector settings with the metrics exporter writing to a port
+    of 127.0.0.1 where nothing listens, its retries cut to SMALL_RETRY (an
+    override for case d only)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    changed = copy.deepcopy(settings)
+    exporter = changed["exporters"][faults.pipeline_exporter(changed, "metrics")]
+    exporter["endpoint"] = f"http://127.0.0.1:{port}/api/v1/write"
+    exporter.setdefault("retry_on_failure", {}).update(
+        initial_interval="1s", max_interval="1s", max_elapsed_time=faults.SMALL_RETRY
+    )
+    return changed
+
+
 def wait_seconds(what: str, since: float, seconds: float) -> None:
     wait_until(what, seconds + 5, lambda: time.monotonic() - since >= seconds, 0.2)
 
@@ -320,6 +342,20 @@ def run(scratch: Path) -> list[Figures]:
                 wait_until("the collector counting log records lost to a slow Loki", PANEL_TIMEOUT, case.losing, 1)
                 figures.append(case.end(expected, prometheus))
                 say(f"  {len(slow.held)} connections to the slow Loki held open")
+
+            say("d. Prometheus' remote write out of reach: the metrics exporter writes to a closed port")
+            unreachable = scratch / "collector-metrics-unreachable.json"
+            unreachable.write_text(json.dumps(unreachable_metrics(evaluated["collector"])))
+            lab.procs.stop(["otel-collector"])
+            lab.start("otel-collector", unreachable)
+            started = time.monotonic()
+            lost = wait_for_panel(prometheus, METRICS_LOST, metrics_exporter, "", "metric points lost")
+            requests = load.between(started, time.monotonic())
+            faults.check_answers("d. remote write out of reach", requests)
+            say(
+                f"  d. {len(requests)} requests, 0 failed; the panel {METRICS_LOST!r}:"
+                f" {lost:.2f} metric points/s lost by {metrics_exporter}"
+            )
     except Failure as failure:
         said = lab.procs.log_tail("otel-collector", 8, r"error|warn")
         evidence = f"\n  the collector's log (errors, warnings):\n{said}" if said else ""
