@@ -40,7 +40,8 @@ import tempfile
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from support import (
     CHECK_FLAKE,
@@ -532,23 +533,48 @@ def run(scratch: Path) -> list[Figures]:
     return figures
 
 
-def main() -> int:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    if not OTELCOL.exists() or not TEMPO_RUNNER.exists() or not CHECK_FLAKE.exists():
-        say(f"skipped: {RUNTIME} (real collector and Tempo) or {CHECK_FLAKE} is absent")
+class Reported(Protocol):
+    def line(self) -> str: ...
+
+
+def report(
+    doc: str | None,
+    run_cases: Callable[[Path], Sequence[Reported]],
+    needs: list[Path],
+    absent: str,
+    prefix: str,
+    heading: str,
+) -> int:
+    """A fault test's main, `doc` its --help: skips, saying so, when a file
+    of `needs` is absent; runs its cases in a scratch directory; prints their
+    figures under `heading`. The exit status."""
+    argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    if not all(path.exists() for path in needs):
+        say(f"skipped: {absent} is absent")
         return 0
     started = time.monotonic()
     try:
-        with terminated_like_interrupted(), tempfile.TemporaryDirectory(prefix="collector-faults-") as scratch:
-            figures = run(Path(scratch))
+        with terminated_like_interrupted(), tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+            figures = run_cases(Path(scratch))
     except Failure as failure:
         say(f"FAILED: {failure}")
         return 1
-    say("figures (spans sent, in Tempo, queue):")
+    say(heading)
     for f in figures:
         say(f"  {f.line()}")
     say(f"passed in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def main() -> int:
+    return report(
+        __doc__,
+        run,
+        [OTELCOL, TEMPO_RUNNER, CHECK_FLAKE],
+        f"{RUNTIME} (real collector and Tempo) or {CHECK_FLAKE}",
+        "collector-faults-",
+        "figures (spans sent, in Tempo, queue):",
+    )
 
 
 if __name__ == "__main__":

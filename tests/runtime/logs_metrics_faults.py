@@ -34,13 +34,11 @@ so, without ../shared/lab-runtime.
     python3 tests/runtime/logs_metrics_faults.py
 """
 
-import argparse
 import copy
 import dataclasses
 import json
 import socket
 import sys
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -61,7 +59,6 @@ from support import (
     prometheus_binary,
     say,
     service_binary,
-    terminated_like_interrupted,
     wait_until,
 )
 
@@ -371,22 +368,14 @@ def run(scratch: Path) -> list[Figures]:
 
 
 def main() -> int:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    if not faults.OTELCOL.exists() or not LOKI_RUNNER.exists() or not CHECK_FLAKE.exists():
-        say(f"skipped: {RUNTIME} (real collector, Tempo and Loki) or {CHECK_FLAKE} is absent")
-        return 0
-    started = time.monotonic()
-    try:
-        with terminated_like_interrupted(), tempfile.TemporaryDirectory(prefix="loki-faults-") as scratch:
-            figures = run(Path(scratch))
-    except Failure as failure:
-        say(f"FAILED: {failure}")
-        return 1
-    say("figures (requests; log records over each case, by the Loki exporter):")
-    for f in figures:
-        say(f"  {f.line()}")
-    say(f"passed in {time.monotonic() - started:.0f} s")
-    return 0
+    return faults.report(
+        __doc__,
+        run,
+        [faults.OTELCOL, LOKI_RUNNER, CHECK_FLAKE],
+        f"{RUNTIME} (real collector, Tempo and Loki) or {CHECK_FLAKE}",
+        "logs-metrics-faults-",
+        "figures (requests; log records over each case, by the Loki exporter):",
+    )
 
 
 if __name__ == "__main__":
