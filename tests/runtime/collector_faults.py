@@ -159,26 +159,35 @@ class Figures:
         )
 
 
-def metrics(url: str) -> dict[str, float]:
-    """The collector's own metrics, summed by name (0 for one it has not made yet)."""
+def collector_series(url: str) -> list[tuple[str, str, float]]:
+    """The collector's own metrics as it exposes them now: per series its
+    name, the series with its labels, and its value; none while it does not
+    answer."""
     status, _, body = http(url, timeout=3)
-    totals: dict[str, float] = {}
     if status != 200:
-        return totals
+        return []
+    found = []
     for line in body.splitlines():
         if line.startswith("#") or " " not in line:
             continue
         series, value = line.rsplit(" ", 1)
-        name = series.split("{", 1)[0]
+        try:
+            found.append((series.split("{", 1)[0], series, float(value)))
+        except ValueError:
+            continue
+    return found
+
+
+def metrics(url: str) -> dict[str, float]:
+    """The collector's own metrics, summed by name (0 for one it has not made yet)."""
+    totals: dict[str, float] = {}
+    for name, series, value in collector_series(url):
         # The queue figures are the Tempo exporter's: the collector's only
         # exporter without an instance name (the logs' and metrics' exporters
         # are `<type>/loki` and `<type>/prometheus`, nixos/lib/backends.nix).
         if name.startswith("otelcol_exporter_queue_") and re.search(r'exporter="[^"/]*/', series):
             continue
-        try:
-            totals[name] = totals.get(name, 0.0) + float(value)
-        except ValueError:
-            continue
+        totals[name] = totals.get(name, 0.0) + value
     return totals
 
 

@@ -136,17 +136,10 @@ def wait_for_panel(prometheus: str, title: str, exporter: str, legend_part: str,
 def counters(url: str, exporter: str) -> dict[str, float]:
     """The collector's own counters of the log records, straight from it:
     the receiver's and the `exporter`'s (0 for one it has not made yet)."""
-    status, _, body = http(url, timeout=3)
     totals: dict[str, float] = {}
-    if status != 200:
-        return totals
-    for line in body.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        series, value = line.rsplit(" ", 1)
-        name = series.split("{", 1)[0]
+    for name, series, value in faults.collector_series(url):
         if name == ACCEPTED or (name in (SENT, FAILED, DROPPED, QUEUE_SIZE) and f'exporter="{exporter}"' in series):
-            totals[name] = totals.get(name, 0.0) + float(value)
+            totals[name] = totals.get(name, 0.0) + value
     return totals
 
 
