@@ -61,6 +61,7 @@ from support import (
     prometheus_binary,
     say,
     service_binary,
+    tempo_spans,
     terminated_like_interrupted,
     trace_id_of,
     wait_until,
@@ -276,8 +277,7 @@ class Lab:
 
 
 def spans_in_tempo(tempo: str, trace_id: str) -> int:
-    status, _, body = http(f"{tempo}/api/traces/{trace_id}", timeout=5)
-    return len(checks.spans_of(json.loads(body))) if status == 200 else 0
+    return len(tempo_spans(tempo, trace_id, timeout=5))
 
 
 def count_in_tempo(tempo: str, requests: list[Request], expected: int, settle: float) -> int:

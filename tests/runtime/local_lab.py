@@ -50,6 +50,7 @@ from support import (
     http,
     prometheus_binary,
     service_binary,
+    tempo_spans,
     terminated_like_interrupted,
     trace_id_of,
     wait_until,
@@ -254,8 +255,7 @@ def run(
         def trace_complete() -> bool:
             nonlocal spans
             procs.all_alive()
-            status, _, body = http(f"http://127.0.0.1:{tempo_port}/api/traces/{trace_id}", timeout=3)
-            spans = checks.spans_of(json.loads(body)) if status == 200 else []
+            spans = tempo_spans(f"http://127.0.0.1:{tempo_port}", trace_id, timeout=3)
             return sorted({s["service"] for s in spans}) == services and checks.trace_is_complete(spans, hops)
 
         try:

@@ -98,6 +98,7 @@ from support import (
     say,
     service_binary,
     tail_sampling_binary,
+    tempo_spans,
     terminated_like_interrupted,
     trace_id_of,
     wait_until,
@@ -1020,8 +1021,7 @@ def run_checks(procs: Processes, backends: Backends, system: dict[str, Any], tem
     def trace_complete() -> bool:
         nonlocal spans
         alive()
-        status, _, body = http(f"{tempo_url}/api/traces/{trace_id}")
-        spans = checks.spans_of(json.loads(body)) if status == 200 else []
+        spans = tempo_spans(tempo_url, trace_id)
         return checks.trace_is_complete(spans, hops)
 
     try:
@@ -1350,8 +1350,7 @@ def broken_propagation_signature(b: Backends) -> None:
 
     def callers_part() -> bool:
         nonlocal spans
-        answer_status, _, body = http(f"{b.tempo}/api/traces/{trace_id}")
-        spans = checks.spans_of(json.loads(body)) if answer_status == 200 else []
+        spans = tempo_spans(b.tempo, trace_id)
         return any(s["service"] == entry for s in spans) and any(
             s["service"] == cut and checks.kind(s) == "CLIENT" for s in spans
         )

@@ -49,6 +49,7 @@ from support import (
     http,
     say,
     service_binary,
+    tempo_spans,
     terminated_like_interrupted,
     trace_id_of,
     wait_until,
@@ -190,8 +191,7 @@ def run_variant(
 
     def in_tempo() -> bool:
         for trace_id in trace_ids:
-            status, _, body = http(f"{tempo_url}/api/traces/{trace_id}", timeout=10)
-            spans = checks.spans_of(json.loads(body)) if status == 200 else []
+            spans = tempo_spans(tempo_url, trace_id, timeout=10)
             counts[trace_id] = len(spans)
             services[trace_id] = frozenset(str(span["service"]) for span in spans)
         return sum(counts.values()) >= exported

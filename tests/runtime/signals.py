@@ -62,6 +62,7 @@ from support import (
     prometheus_binary,
     say,
     service_binary,
+    tempo_spans,
     terminated_like_interrupted,
     trace_id_of,
     wait_until,
@@ -544,8 +545,7 @@ def run(tempo_version: str, synthetic: bool) -> None:
             def trace_complete() -> bool:
                 nonlocal spans
                 procs.all_alive()
-                answer_status, _, text = http(f"{backends.tempo_url}/api/traces/{trace_id}")
-                spans = checks.spans_of(json.loads(text)) if answer_status == 200 else []
+                spans = tempo_spans(backends.tempo_url, trace_id)
                 return checks.trace_is_complete(spans, hops)
 
             lab.step(

@@ -284,6 +284,12 @@ def get_json(url: str, params: dict[str, str] | None = None) -> Any:
     return json.loads(body)
 
 
+def tempo_spans(tempo_url: str, trace_id: str, timeout: float = 20) -> list[checks.Span]:
+    """The spans Tempo has of the trace; none while it has none, or does not answer."""
+    status, _, body = http(f"{tempo_url}/api/traces/{trace_id}", timeout=timeout)
+    return checks.spans_of(json.loads(body)) if status == 200 else []
+
+
 def trace_id_of(headers: Any) -> str:
     """The trace id of a W3C traceresponse header, or "" without one."""
     match = re.fullmatch(
